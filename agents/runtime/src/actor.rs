@@ -1,0 +1,235 @@
+//! A model lives on its own thread and serves one request at a time: the
+//! thread owns the model, requests arrive through a channel, and each
+//! carries its own reply channel. No lock is ever held across an await, and
+//! concurrent callers simply queue.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::Error;
+use crate::engine::{Engine, GenerateParams, Generation, LabelScore, LoadOptions, ModelInfo, Prompt, TokenEvent};
+
+type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
+
+/// A worker thread owning a value of type `M`, fed by a channel.
+#[derive(Debug)]
+pub struct Actor<M> {
+    tx: mpsc::Sender<Job<M>>,
+    name: Arc<str>,
+}
+
+impl<M> Clone for Actor<M> {
+    fn clone(&self) -> Self {
+        Actor {
+            tx: self.tx.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<M: 'static> Actor<M> {
+    /// Starts the thread and builds the value on it with `init`; returns
+    /// once `init` has finished, with its error if it failed. The thread
+    /// ends when the last handle is dropped.
+    pub fn spawn(name: &str, init: impl FnOnce() -> Result<M, Error> + Send + 'static) -> Result<Actor<M>, Error> {
+        let (tx, rx) = mpsc::channel::<Job<M>>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || {
+                let mut model = match init() {
+                    Ok(m) => {
+                        let _ = ready_tx.send(Ok(()));
+                        m
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    // A panicking request fails alone (its caller sees the
+                    // reply channel close); the model keeps serving the rest.
+                    let run = std::panic::AssertUnwindSafe(|| job(&mut model));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(worker = %thread_name(), "a request panicked; the model keeps serving");
+                    }
+                }
+            })
+            .map_err(|e| Error::WorkerGone(format!("{name}: cannot start a thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::WorkerGone(name.to_string()))??;
+        Ok(Actor {
+            tx,
+            name: name.into(),
+        })
+    }
+
+    /// Runs `f` on the worker thread after the requests queued before it.
+    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut M) -> R + Send + 'static) -> Result<R, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |m: &mut M| {
+                let _ = reply.send(f(m));
+            }))
+            .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
+        rx.await.map_err(|_| Error::WorkerGone(self.name.to_string()))
+    }
+
+    /// Queues `f` without waiting for it.
+    fn send(&self, f: impl FnOnce(&mut M) + Send + 'static) -> Result<(), Error> {
+        self.tx
+            .send(Box::new(f))
+            .map_err(|_| Error::WorkerGone(self.name.to_string()))
+    }
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("model").to_string()
+}
+
+/// An event of a streamed generation.
+#[derive(Debug, Clone)]
+pub enum StreamEvent {
+    /// A token was generated.
+    Token(TokenEvent),
+    /// Generation ended; the full result.
+    Done(Box<Generation>),
+    /// Generation failed.
+    Failed(String),
+}
+
+/// A handle to a loaded generation model; cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct LlmHandle {
+    actor: Actor<Engine>,
+    info: Arc<ModelInfo>,
+}
+
+impl LlmHandle {
+    /// Loads a GGUF model on a new worker thread.
+    pub fn load(path: &Path, options: LoadOptions) -> Result<LlmHandle, Error> {
+        let p = path.to_path_buf();
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let actor = Actor::spawn(&name, move || Engine::load(&p, &options))?;
+        let info = {
+            let (tx, rx) = mpsc::channel();
+            actor.send(move |e: &mut Engine| {
+                let _ = tx.send(e.info().clone());
+            })?;
+            rx.recv().map_err(|_| Error::WorkerGone(name))?
+        };
+        Ok(LlmHandle {
+            actor,
+            info: Arc::new(info),
+        })
+    }
+
+    /// The process-wide instance of the model at `path`: loaded on first
+    /// use, then shared by every caller (one copy of the weights in memory).
+    pub fn shared(path: &Path) -> Result<LlmHandle, Error> {
+        static LOADED: OnceLock<Mutex<HashMap<PathBuf, LlmHandle>>> = OnceLock::new();
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        // Held while loading so that two callers never load the same model
+        // twice; never held across an await.
+        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = loaded.get(&key) {
+            return Ok(h.clone());
+        }
+        let handle = LlmHandle::load(&key, LoadOptions::default())?;
+        loaded.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Starts a generation and returns its events as they happen. Dropping
+    /// the receiver cancels the generation at the next token.
+    pub fn generate_stream(&self, prompt: Prompt, params: GenerateParams) -> tokio_mpsc::UnboundedReceiver<StreamEvent> {
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
+        let events = tx.clone();
+        let sent = self.actor.send(move |engine: &mut Engine| {
+            let result = engine.generate(&prompt, &params, |t| events.send(StreamEvent::Token(t.clone())).is_ok());
+            let _ = match result {
+                Ok(g) => tx.send(StreamEvent::Done(Box::new(g))),
+                Err(e) => tx.send(StreamEvent::Failed(e.to_string())),
+            };
+        });
+        if let Err(e) = sent {
+            let (tx, rx) = tokio_mpsc::unbounded_channel();
+            let _ = tx.send(StreamEvent::Failed(e.to_string()));
+            return rx;
+        }
+        rx
+    }
+
+    /// Generates and returns the whole result.
+    pub async fn generate(&self, prompt: Prompt, params: GenerateParams) -> Result<Generation, Error> {
+        self.actor
+            .call(move |engine: &mut Engine| engine.generate(&prompt, &params, |_| true))
+            .await?
+    }
+
+    /// Log-likelihood of each candidate continuation after the prompt.
+    pub async fn score(&self, prompt: Prompt, candidates: Vec<String>) -> Result<Vec<LabelScore>, Error> {
+        self.actor
+            .call(move |engine: &mut Engine| engine.score(&prompt, &candidates))
+            .await?
+    }
+
+    /// The prompt's token ids (chat template applied for chats).
+    pub async fn tokenize(&self, prompt: Prompt) -> Result<Vec<u32>, Error> {
+        self.actor
+            .call(move |engine: &mut Engine| engine.prompt_tokens(&prompt))
+            .await?
+    }
+
+    /// Runs any function on the engine, in the queue with other requests.
+    pub async fn with_engine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        self.actor.call(f).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_run_one_at_a_time_in_order() {
+        let actor = Actor::spawn("counter", || Ok(Vec::<usize>::new())).unwrap();
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                let a = actor.clone();
+                tokio::spawn(async move {
+                    a.call(move |log: &mut Vec<usize>| {
+                        log.push(i);
+                        log.len()
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut lens = Vec::new();
+        for c in calls {
+            lens.push(c.await.unwrap());
+        }
+        lens.sort_unstable();
+        assert_eq!(lens, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_load_is_returned_not_hung() {
+        let err = Actor::<()>::spawn("broken", || Err(Error::InvalidRequest("nope".into()))).unwrap_err();
+        assert!(err.to_string().contains("nope"));
+    }
+}

@@ -1,0 +1,485 @@
+//! The synchronous core of a generation model: tokenizer, chat template,
+//! the transformer, sampling, stop sequences and label scoring. It runs on
+//! the model's own worker thread (see [`crate::LlmHandle`]).
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_core::quantized::gguf_file;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatTemplate, Message};
+use crate::llama::{Llama, LlamaConfig, Logits, log_softmax};
+use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
+use crate::{Error, Tokenizer};
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template and ending
+    /// with the assistant's turn opened.
+    Chat(Vec<Message>),
+    /// Text used as is (special-token text such as `<|im_start|>` parsed).
+    Text(String),
+    /// Token ids used as is.
+    Tokens(Vec<u32>),
+}
+
+impl Prompt {
+    /// A one-turn chat with an optional system prompt.
+    pub fn chat(system: Option<&str>, user: &str) -> Prompt {
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(Message::system(s));
+        }
+        messages.push(Message::user(user));
+        Prompt::Chat(messages)
+    }
+}
+
+/// How to pick tokens and when to stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateParams {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// 0 means greedy decoding (the default: same input, same output).
+    pub temperature: f64,
+    /// Sample only among the k most likely tokens.
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose mass reaches p.
+    pub top_p: Option<f64>,
+    /// Divides the logits of recently seen tokens (1.0 = off).
+    pub repetition_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at.
+    pub repetition_window: usize,
+    /// Seed of the sampler; the same seed gives the same sample.
+    pub seed: u64,
+    /// Generation ends before any of these strings; they are not returned.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            repetition_window: 64,
+            seed: 299792458,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+impl GenerateParams {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::InvalidRequest(m));
+        if self.max_tokens == 0 {
+            return bad("max_tokens must be at least 1".into());
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be 0 or more, got {}", self.temperature));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad(format!("top_p must be in (0, 1], got {p}"));
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k must be at least 1".into());
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!("repetition_penalty must be above 0, got {}", self.repetition_penalty));
+        }
+        Ok(())
+    }
+
+    fn sampling(&self) -> Sampling {
+        if self.temperature == 0.0 {
+            return Sampling::ArgMax;
+        }
+        let temperature = self.temperature;
+        match (self.top_k, self.top_p) {
+            (None, None) => Sampling::All { temperature },
+            (Some(k), None) => Sampling::TopK { k, temperature },
+            (None, Some(p)) => Sampling::TopP { p, temperature },
+            (Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// A stop sequence was generated.
+    Stop,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    Context,
+    /// The caller went away.
+    Cancelled,
+}
+
+/// One generated token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenEvent {
+    pub id: u32,
+    /// Log-probability of this token under the model (temperature 1, before
+    /// any penalty): how sure the model was.
+    pub logprob: f32,
+    /// Text released by this token: may be empty (part of a multi-byte
+    /// character, or held back as a possible stop sequence start) or carry
+    /// text of earlier tokens.
+    pub text: String,
+}
+
+/// Timings and counts of one generation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Time to process the prompt (and produce the first logits).
+    pub prompt_ms: f64,
+    /// Time spent generating after the prompt.
+    pub generation_ms: f64,
+    pub prompt_tokens_per_s: f64,
+    pub generation_tokens_per_s: f64,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<TokenEvent>,
+    pub finish_reason: FinishReason,
+    pub stats: GenerationStats,
+}
+
+impl Generation {
+    /// Mean log-probability of the generated tokens (0 when none).
+    pub fn mean_logprob(&self) -> f32 {
+        if self.tokens.is_empty() {
+            return 0.0;
+        }
+        self.tokens.iter().map(|t| t.logprob).sum::<f32>() / self.tokens.len() as f32
+    }
+}
+
+/// The log-likelihood of one candidate continuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub label: String,
+    /// Sum of the candidate's token log-probabilities after the prompt.
+    pub logprob: f32,
+    /// Number of tokens in the candidate.
+    pub tokens: usize,
+    /// Share of probability among the candidates (softmax of `logprob`).
+    pub probability: f32,
+}
+
+/// Static facts about a loaded model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub config: LlamaConfig,
+    pub has_chat_template: bool,
+    pub load_ms: f64,
+}
+
+/// Model, tokenizer and template: everything one worker thread owns.
+#[derive(Debug)]
+pub struct Engine {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    info: ModelInfo,
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Cap on the context window (default: what the model was trained for).
+    pub max_context: Option<usize>,
+}
+
+impl Engine {
+    /// Loads a GGUF model file.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Engine, Error> {
+        let start = Instant::now();
+        let io_err = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io_err)?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("not a readable GGUF file: {e}"),
+        })?;
+        let tokenizer = Tokenizer::from_gguf(&content)?;
+        let model = Llama::from_gguf(&content, &mut file, path, options.max_context)?;
+        let text_of = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default()
+        };
+        let bos = text_of(tokenizer.bos.map(|(id, _)| id));
+        let eos = text_of(
+            content
+                .metadata
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(|v| v.to_u32().ok()),
+        );
+        let template = match content.metadata.get("tokenizer.chat_template") {
+            Some(t) => Some(ChatTemplate::new(t.to_string()?, &bos, &eos)?),
+            None => None,
+        };
+        let name = content
+            .metadata
+            .get("general.name")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        let info = ModelInfo {
+            name,
+            architecture: "llama".into(),
+            config: model.config().clone(),
+            has_chat_template: template.is_some(),
+            load_ms: start.elapsed().as_secs_f64() * 1e3,
+        };
+        tracing::info!(model = %info.name, load_ms = info.load_ms, "model loaded");
+        Ok(Engine {
+            model,
+            tokenizer,
+            template,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The transformer itself, for callers that drive forward passes and
+    /// the KV cache directly (tests, benchmarks).
+    pub fn model_mut(&mut self) -> &mut Llama {
+        &mut self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt as token ids.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, Error> {
+        let text = match prompt {
+            Prompt::Tokens(ids) => return Ok(ids.clone()),
+            Prompt::Text(t) => t.clone(),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    Error::InvalidRequest("this model has no chat template; send a text prompt".into())
+                })?;
+                template.render(messages, true)?
+            }
+        };
+        let mut ids = Vec::new();
+        if let Some((bos, true)) = self.tokenizer.bos {
+            ids.push(bos);
+        }
+        ids.extend(self.tokenizer.encode(&text, true)?);
+        Ok(ids)
+    }
+
+    /// Generates a continuation; `on_token` sees each token as it is made
+    /// and returns `false` to cancel.
+    pub fn generate(
+        &mut self,
+        prompt: &Prompt,
+        params: &GenerateParams,
+        mut on_token: impl FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation, Error> {
+        params.validate()?;
+        let prompt = self.prompt_tokens(prompt)?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        let context = self.model.config().context_length;
+        if prompt.len() >= context {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context,
+            });
+        }
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, params.sampling());
+        let mut utf8 = Utf8Stream::default();
+        let mut stops = StopMatcher::new(params.stop.clone());
+        let mut history = prompt.clone();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+
+        self.model.clear_cache();
+        let start = Instant::now();
+        let mut logits = self.model.forward(&prompt, Logits::Last)?.squeeze(0)?;
+        let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
+        let gen_start = Instant::now();
+        let finish = loop {
+            let logprobs = log_softmax(&logits)?;
+            let penalised = if params.repetition_penalty != 1.0 {
+                let window = history.len().saturating_sub(params.repetition_window);
+                candle_transformers::utils::apply_repeat_penalty(
+                    &logits,
+                    params.repetition_penalty,
+                    &history[window..],
+                )?
+            } else {
+                logits
+            };
+            let id = sampler.sample(&penalised)?;
+            if !params.ignore_eos && self.tokenizer.eos_ids.contains(&id) {
+                break FinishReason::Eos;
+            }
+            history.push(id);
+            let piece = utf8.push(self.tokenizer.token_bytes(id));
+            let (released, stopped) = match stops.push(&piece) {
+                StopCheck::Continue(t) => (t, false),
+                StopCheck::Stop(t) => (t, true),
+            };
+            text.push_str(&released);
+            let event = TokenEvent {
+                id,
+                logprob: logprobs[id as usize],
+                text: released,
+            };
+            let keep_going = on_token(&event);
+            tokens.push(event);
+            if stopped {
+                break FinishReason::Stop;
+            }
+            if !keep_going {
+                break FinishReason::Cancelled;
+            }
+            if tokens.len() >= params.max_tokens {
+                break FinishReason::MaxTokens;
+            }
+            if self.model.cached_len() >= context {
+                break FinishReason::Context;
+            }
+            logits = self.model.forward(&[id], Logits::Last)?.squeeze(0)?;
+        };
+        if finish != FinishReason::Stop {
+            // Release what was held back as a possible stop sequence, and
+            // an unfinished character.
+            let mut tail = utf8.finish();
+            tail = match stops.push(&tail) {
+                StopCheck::Continue(t) => t + &stops.finish(),
+                StopCheck::Stop(t) => t,
+            };
+            if !tail.is_empty() {
+                text.push_str(&tail);
+                if let Some(last) = tokens.last_mut() {
+                    last.text.push_str(&tail);
+                }
+                on_token(&TokenEvent {
+                    id: tokens.last().map_or(0, |t| t.id),
+                    logprob: 0.0,
+                    text: tail,
+                });
+            }
+        }
+        let generation_ms = gen_start.elapsed().as_secs_f64() * 1e3;
+        let n = tokens.len();
+        let stats = GenerationStats {
+            prompt_tokens: prompt.len(),
+            generated_tokens: n,
+            prompt_ms,
+            generation_ms,
+            prompt_tokens_per_s: per_second(prompt.len(), prompt_ms),
+            // The first token comes from the prompt pass; later ones each cost a forward.
+            generation_tokens_per_s: per_second(n.saturating_sub(1), generation_ms),
+        };
+        Ok(Generation {
+            text,
+            tokens,
+            finish_reason: finish,
+            stats,
+        })
+    }
+
+    /// Log-likelihood of each candidate continuation after the prompt. The
+    /// prompt is run once; each candidate reuses its KV cache.
+    pub fn score(&mut self, prompt: &Prompt, candidates: &[String]) -> Result<Vec<LabelScore>, Error> {
+        if candidates.is_empty() {
+            return Err(Error::InvalidRequest("label scoring needs at least one candidate".into()));
+        }
+        let prompt = self.prompt_tokens(prompt)?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        let encoded: Vec<Vec<u32>> = candidates
+            .iter()
+            .map(|c| {
+                let ids = self.tokenizer.encode(c, true)?;
+                if ids.is_empty() {
+                    return Err(Error::InvalidRequest(format!("candidate {c:?} has no tokens")));
+                }
+                Ok(ids)
+            })
+            .collect::<Result<_, _>>()?;
+        let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+        let context = self.model.config().context_length;
+        if prompt.len() + longest > context {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: prompt.len() + longest,
+                context,
+            });
+        }
+        self.model.clear_cache();
+        let first = log_softmax(&self.model.forward(&prompt, Logits::Last)?.squeeze(0)?)?;
+        let mut scores = Vec::with_capacity(candidates.len());
+        for (label, ids) in candidates.iter().zip(&encoded) {
+            let mut logprob = first[ids[0] as usize];
+            if ids.len() > 1 {
+                let logits = self.model.forward(&ids[..ids.len() - 1], Logits::All)?;
+                for (row, &next) in ids[1..].iter().enumerate() {
+                    logprob += log_softmax(&logits.get(row)?)?[next as usize];
+                }
+                self.model.truncate_cache(prompt.len())?;
+            }
+            scores.push(LabelScore {
+                label: label.clone(),
+                logprob,
+                tokens: ids.len(),
+                probability: 0.0,
+            });
+        }
+        let max = scores.iter().map(|s| s.logprob).fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = scores.iter().map(|s| (s.logprob - max).exp()).sum();
+        for s in &mut scores {
+            s.probability = (s.logprob - max).exp() / total;
+        }
+        Ok(scores)
+    }
+
+    /// Raw next-token logits after `tokens` (cache cleared first); for tests
+    /// and tools that need the distribution itself.
+    pub fn next_token_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
+        self.model.clear_cache();
+        let logits: Tensor = self.model.forward(tokens, Logits::Last)?.squeeze(0)?;
+        Ok(logits.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
+    }
+}
+
+fn per_second(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}

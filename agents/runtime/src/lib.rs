@@ -1,0 +1,30 @@
+//! Inference for triage's small models, on candle.
+//!
+//! - [`LlmHandle`]: a quantized llama model (GGUF) on its own worker
+//!   thread: chat-templated prompts, greedy or seeded sampling, stop
+//!   sequences, streaming, per-token log-probabilities and label scoring.
+//! - [`EmbedHandle`]: MiniLM sentence embeddings, batched.
+//!
+//! Each loaded model is an actor: one thread owns it and serves requests
+//! one at a time from a channel; handles are cheap clones.
+
+mod actor;
+mod chat;
+mod embed;
+mod engine;
+mod error;
+mod llama;
+mod stream;
+mod tokenizer;
+
+pub use actor::{Actor, LlmHandle, StreamEvent};
+pub use chat::{ChatTemplate, Message};
+pub use embed::{EmbedHandle, Embedder, MAX_TOKENS as EMBED_MAX_TOKENS, cosine};
+pub use engine::{
+    Engine, FinishReason, GenerateParams, Generation, GenerationStats, LabelScore, LoadOptions, ModelInfo, Prompt,
+    TokenEvent,
+};
+pub use error::Error;
+pub use llama::{Llama, LlamaConfig, Logits};
+pub use stream::Utf8Stream;
+pub use tokenizer::Tokenizer;

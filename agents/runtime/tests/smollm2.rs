@@ -1,0 +1,399 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF) against llama.cpp's reference outputs,
+//! and the generation features built on it. Real weights throughout.
+
+mod common;
+
+use std::fs::File;
+
+use candle_core::quantized::gguf_file;
+use common::{data, ids, smollm2_path};
+use triage_runtime::{
+    Error, Logits, FinishReason, GenerateParams, LlmHandle, Message, Prompt, StreamEvent, Tokenizer, Utf8Stream,
+};
+
+fn tokenizer() -> Tokenizer {
+    let path = smollm2_path();
+    let mut f = File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    Tokenizer::from_gguf(&content).unwrap()
+}
+
+fn model() -> LlmHandle {
+    LlmHandle::shared(&smollm2_path()).unwrap()
+}
+
+#[test]
+fn tokenizer_matches_llama_cpp_on_every_reference_string() {
+    let tok = tokenizer();
+    let rows = data("smollm2-tokens.jsonl");
+    assert_eq!(rows.len(), 27);
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let parse_special = row["special_parsed"].as_bool().unwrap();
+        let expected = ids(&row["ids"]);
+        assert_eq!(tok.encode(text, parse_special).unwrap(), expected, "tokens of {text:?}");
+        if !parse_special || !text.contains("<|") {
+            assert_eq!(tok.decode(&expected), text, "decoding {text:?}");
+        }
+    }
+}
+
+#[test]
+fn known_ids_and_end_of_generation_tokens() {
+    let tok = tokenizer();
+    assert_eq!(tok.encode("Hello world", true).unwrap(), [19556, 905]);
+    assert_eq!(tok.encode("<|im_start|>user\n", true).unwrap(), [1, 4093, 198]);
+    assert!(tok.eos_ids.contains(&2) && tok.eos_ids.contains(&0), "{:?}", tok.eos_ids);
+    assert!(tok.is_special(1));
+    assert_eq!(tok.bos, Some((1, false)));
+}
+
+#[test]
+fn streaming_bytes_of_split_characters_reassemble_exactly() {
+    // Emoji and CJK are split across byte-level tokens; joining the tokens'
+    // bytes one token at a time must give back the exact text.
+    let tok = tokenizer();
+    let mut split_seen = false;
+    for row in data("smollm2-tokens.jsonl") {
+        let text = row["text"].as_str().unwrap();
+        if text.is_ascii() || text.contains("<|") {
+            continue;
+        }
+        let mut stream = Utf8Stream::default();
+        let mut out = String::new();
+        for id in ids(&row["ids"]) {
+            let bytes = tok.token_bytes(id);
+            split_seen |= std::str::from_utf8(bytes).is_err();
+            let piece = stream.push(bytes);
+            assert!(!piece.contains('\u{FFFD}'), "{text:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&stream.finish());
+        assert_eq!(out, text);
+    }
+    assert!(split_seen, "the reference strings include characters split between tokens");
+}
+
+#[tokio::test]
+async fn chat_template_from_the_gguf_renders_the_reference_prompts() {
+    let llm = model();
+    for row in data("smollm2-greedy.jsonl") {
+        let text = row["prompt_text"].as_str().unwrap();
+        let user = text
+            .split("<|im_start|>user\n")
+            .nth(1)
+            .and_then(|s| s.split("<|im_end|>").next())
+            .unwrap();
+        let prompt = Prompt::chat(Some("You are a helpful assistant."), user);
+        assert_eq!(llm.tokenize(prompt).await.unwrap(), ids(&row["prompt_ids"]));
+    }
+    // Without a system prompt the template supplies SmolLM2's own.
+    let ids = llm.tokenize(Prompt::chat(None, "Hi")).await.unwrap();
+    let text = tokenizer().decode(&ids);
+    assert!(text.starts_with("system\nYou are a helpful AI assistant named SmolLM"), "{text}");
+}
+
+/// Largest logit gap between our top token and llama.cpp's choice that
+/// counts as a near-tie. Both runtimes multiply 4-bit weights by 8-bit
+/// quantized activations, but sum in a different order and use different
+/// attention kernels (llama.cpp's CPU flash attention accumulates in f16),
+/// so logits differ by a few hundredths to tenths. On the reference
+/// prompts 4 of 158 teacher-forced positions differ, with gaps of 0.04 to
+/// 0.17 (top logits are around 28).
+const NEAR_TIE: f32 = 0.25;
+
+/// Teacher-forced along llama.cpp's tokens: at every one of the 32
+/// positions our greedy choice must be llama.cpp's, or a near-tie with it.
+/// A real bug (wrong rope, mask, norm or template) puts llama.cpp's token
+/// far below our top one, and fails here.
+#[tokio::test]
+async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
+    let llm = model();
+    let mut ties = Vec::new();
+    let mut checked = 0;
+    for (n, row) in data("smollm2-greedy.jsonl").into_iter().enumerate() {
+        let prompt = ids(&row["prompt_ids"]);
+        let reference = ids(&row["greedy_ids"]);
+        let (positions, row_ties) = llm
+            .with_engine(move |engine| {
+                let model = engine.model_mut();
+                model.clear_cache();
+                let mut logits = model.forward(&prompt, Logits::Last).unwrap().squeeze(0).unwrap();
+                let mut ties = Vec::new();
+                for (i, &want) in reference.iter().enumerate() {
+                    let l = logits.to_vec1::<f32>().unwrap();
+                    let (top, top_logit) = l
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |a, (j, &v)| if v > a.1 { (j as u32, v) } else { a });
+                    if top != want {
+                        ties.push((i, top_logit - l[want as usize]));
+                    }
+                    logits = model.forward(&[want], Logits::Last).unwrap().squeeze(0).unwrap();
+                }
+                (reference.len(), ties)
+            })
+            .await
+            .unwrap();
+        checked += positions;
+        for (i, gap) in &row_ties {
+            assert!(*gap < NEAR_TIE, "prompt {n} position {i}: llama.cpp's token is {gap} below our top");
+        }
+        ties.extend(row_ties.into_iter().map(|(i, gap)| format!("prompt {n} position {i}: gap {gap:.3}")));
+    }
+    eprintln!("{checked} positions checked; near-ties where llama.cpp chose our runner-up:\n{}", ties.join("\n"));
+    assert!(ties.len() * 10 < checked, "near-ties should be rare: {ties:?}");
+}
+
+/// Free-running greedy generation (our own tokens fed back, KV cache and
+/// all) against llama.cpp's first 16 tokens. Where a near-tie (see above)
+/// falls inside the first 16, the two runtimes may legitimately part ways
+/// there; the prefix before it must still match exactly. On the reference
+/// prompts 5 of 6 match all 16 tokens and the sixth parts at a near-tie
+/// at position 5.
+#[tokio::test]
+async fn greedy_output_matches_llama_cpp_for_the_first_16_tokens() {
+    let llm = model();
+    let mut full_matches = 0;
+    let rows = data("smollm2-greedy.jsonl");
+    for row in &rows {
+        let expected = ids(&row["greedy_ids"]);
+        let params = GenerateParams {
+            max_tokens: 32,
+            ..Default::default()
+        };
+        let g = llm.generate(Prompt::Tokens(ids(&row["prompt_ids"])), params).await.unwrap();
+        let mut got: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
+        if g.finish_reason == FinishReason::Eos {
+            // llama.cpp lists the end token last; we stop before it.
+            got.push(*expected.last().unwrap());
+        }
+        let n = 16.min(expected.len());
+        match got[..n].iter().zip(&expected[..n]).position(|(a, b)| a != b) {
+            None => full_matches += 1,
+            Some(at) => {
+                // Parting at a position is only allowed where it is a near-tie.
+                let mut prefix = ids(&row["prompt_ids"]);
+                prefix.extend(&expected[..at]);
+                let (ours, theirs) = (got[at], expected[at]);
+                let l = llm.with_engine(move |e| e.next_token_logits(&prefix).unwrap()).await.unwrap();
+                let gap = (l[ours as usize] - l[theirs as usize]).abs();
+                assert!(gap < NEAR_TIE, "{}: parted at {at} with gap {gap}", row["prompt_text"]);
+                eprintln!("parted from llama.cpp at token {at} (near-tie, gap {gap:.3})");
+            }
+        }
+    }
+    assert!(full_matches >= rows.len() - 1, "only {full_matches} prompts matched 16 tokens");
+}
+
+#[tokio::test]
+async fn label_scoring_prefers_paris() {
+    let llm = model();
+    let scores = llm
+        .score(
+            Prompt::Text("The capital of France is".into()),
+            vec![" Paris".into(), " Berlin".into(), " the city of Lyon".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(scores[0].label, " Paris");
+    assert!(scores[0].logprob > scores[1].logprob + 1.0, "{scores:?}");
+    assert!(scores[0].probability > 0.5, "{scores:?}");
+    let total: f32 = scores.iter().map(|s| s.probability).sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    assert_eq!(scores[2].tokens, 4);
+}
+
+#[tokio::test]
+async fn multi_token_scores_equal_the_sum_of_greedy_logprobs() {
+    // Scoring a continuation must agree with generating it: the sum of the
+    // per-token log-probabilities of a greedy generation is its score.
+    let llm = model();
+    let prompt = Prompt::chat(None, "Name a colour.");
+    let g = llm
+        .generate(prompt.clone(), GenerateParams { max_tokens: 5, ..Default::default() })
+        .await
+        .unwrap();
+    let total: f32 = g.tokens.iter().map(|t| t.logprob).sum();
+    let ids: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
+    let text = tokenizer().decode(&ids);
+    let scores = llm.score(prompt, vec![text.clone()]).await.unwrap();
+    assert_eq!(scores[0].tokens, ids.len(), "{text:?} re-tokenizes to the same ids");
+    assert!((scores[0].logprob - total).abs() < 0.05, "{} vs {total}", scores[0].logprob);
+}
+
+#[tokio::test]
+async fn streaming_reassembles_to_the_non_streaming_text() {
+    let llm = model();
+    let prompt = Prompt::chat(Some("You are a helpful assistant."), "Write a haiku about the sea.");
+    let params = GenerateParams {
+        max_tokens: 40,
+        ..Default::default()
+    };
+    let whole = llm.generate(prompt.clone(), params.clone()).await.unwrap();
+    let mut rx = llm.generate_stream(prompt, params);
+    let mut streamed = String::new();
+    let mut tokens = 0;
+    let done = loop {
+        match rx.recv().await.unwrap() {
+            StreamEvent::Token(t) => {
+                streamed.push_str(&t.text);
+                tokens += 1;
+            }
+            StreamEvent::Done(g) => break g,
+            StreamEvent::Failed(e) => panic!("{e}"),
+        }
+    };
+    assert!(!whole.text.is_empty());
+    assert_eq!(streamed, whole.text);
+    assert_eq!(done.text, whole.text);
+    assert!(tokens >= whole.tokens.len());
+    assert!(whole.tokens.iter().all(|t| t.logprob <= 0.0));
+    assert!(whole.mean_logprob() < 0.0);
+}
+
+#[tokio::test]
+async fn seeded_sampling_is_reproducible_and_greedy_is_deterministic() {
+    let llm = model();
+    let prompt = Prompt::chat(None, "Tell me a short story about a robot.");
+    let sampled = |seed| GenerateParams {
+        max_tokens: 24,
+        temperature: 0.9,
+        top_k: Some(40),
+        top_p: Some(0.95),
+        repetition_penalty: 1.1,
+        seed,
+        ..Default::default()
+    };
+    let a = llm.generate(prompt.clone(), sampled(1)).await.unwrap();
+    let b = llm.generate(prompt.clone(), sampled(1)).await.unwrap();
+    assert_eq!(a.text, b.text);
+    let others: Vec<String> = futures_texts(&llm, &prompt, (2..5).map(sampled).collect()).await;
+    assert!(others.iter().any(|t| *t != a.text), "different seeds give different samples");
+    let g1 = llm.generate(prompt.clone(), GenerateParams::default()).await.unwrap();
+    let g2 = llm.generate(prompt, GenerateParams::default()).await.unwrap();
+    assert_eq!(g1.tokens, g2.tokens);
+}
+
+async fn futures_texts(llm: &LlmHandle, prompt: &Prompt, params: Vec<GenerateParams>) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in params {
+        out.push(llm.generate(prompt.clone(), p).await.unwrap().text);
+    }
+    out
+}
+
+#[tokio::test]
+async fn stop_sequences_and_max_tokens_end_generation() {
+    let llm = model();
+    let prompt = Prompt::chat(None, "Count from 1 to 20, separated by commas.");
+    let full = llm
+        .generate(prompt.clone(), GenerateParams { max_tokens: 30, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(full.text.contains('5'), "{}", full.text);
+    let stopped = llm
+        .generate(
+            prompt.clone(),
+            GenerateParams {
+                max_tokens: 30,
+                stop: vec!["5".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopped.finish_reason, FinishReason::Stop);
+    assert!(!stopped.text.contains('5'));
+    assert!(full.text.starts_with(&stopped.text));
+    let short = llm
+        .generate(prompt, GenerateParams { max_tokens: 3, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(short.finish_reason, FinishReason::MaxTokens);
+    assert_eq!(short.tokens.len(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_requests_queue_and_each_gets_its_own_answer() {
+    let llm = model();
+    let questions = ["What is 2+2?", "Name a fruit.", "What colour is the sky?", "Say hello."];
+    let params = GenerateParams {
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let mut alone = Vec::new();
+    for q in questions {
+        alone.push(llm.generate(Prompt::chat(None, q), params.clone()).await.unwrap().text);
+    }
+    let tasks: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let llm = llm.clone();
+            let p = params.clone();
+            let q = q.to_string();
+            tokio::spawn(async move { llm.generate(Prompt::chat(None, &q), p).await.unwrap().text })
+        })
+        .collect();
+    for (task, expected) in tasks.into_iter().zip(alone) {
+        assert_eq!(task.await.unwrap(), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    let llm = model();
+    let context = llm.info().config.context_length;
+    let long = Prompt::Tokens(vec![504; context + 10]);
+    let err = llm.generate(long.clone(), GenerateParams::default()).await.unwrap_err();
+    assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("shorten the prompt"));
+    let err = llm.score(long, vec![" a".into()]).await.unwrap_err();
+    assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+    // The model still serves after the errors.
+    llm.generate(Prompt::Text("Hi".into()), GenerateParams { max_tokens: 2, ..Default::default() })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_parameters_and_empty_inputs_are_refused() {
+    let llm = model();
+    let prompt = Prompt::Text("Hi".into());
+    for (params, what) in [
+        (GenerateParams { max_tokens: 0, ..Default::default() }, "max_tokens"),
+        (GenerateParams { temperature: -1.0, ..Default::default() }, "temperature"),
+        (GenerateParams { top_p: Some(1.5), ..Default::default() }, "top_p"),
+        (GenerateParams { top_k: Some(0), ..Default::default() }, "top_k"),
+        (GenerateParams { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
+    ] {
+        let err = llm.generate(prompt.clone(), params).await.unwrap_err().to_string();
+        assert!(err.contains(what), "{err}");
+    }
+    let err = llm.score(prompt.clone(), vec![]).await.unwrap_err().to_string();
+    assert!(err.contains("at least one candidate"), "{err}");
+    let err = llm.score(prompt, vec![String::new()]).await.unwrap_err().to_string();
+    assert!(err.contains("has no tokens"), "{err}");
+    let err = llm.generate(Prompt::Text(String::new()), GenerateParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let err = llm.generate(Prompt::Chat(vec![]), GenerateParams::default()).await.unwrap_err();
+    assert!(err.to_string().contains("at least one message"), "{err}");
+    let _ = Message::assistant("unused");
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_refused_with_its_path() {
+    let dir = tempfile_dir();
+    let path = dir.join("not-a-model.gguf");
+    std::fs::write(&path, b"definitely not a gguf file").unwrap();
+    let err = LlmHandle::load(&path, Default::default()).unwrap_err().to_string();
+    assert!(err.contains("not-a-model.gguf") && err.contains("GGUF"), "{err}");
+    let err = LlmHandle::load(&dir.join("missing.gguf"), Default::default()).unwrap_err().to_string();
+    assert!(err.contains("missing.gguf"), "{err}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("triage-runtime-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,120 @@
+//! Command-line parsing and dispatch; one file per command under `cli/`.
+
+mod bench;
+mod embed;
+mod generate;
+mod models;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// triage: a team of small language models on your own machine.
+#[derive(Debug, Parser)]
+#[command(name = "triage", version, about, max_term_width = 100)]
+struct Cli {
+    /// Model catalog to use instead of the built-in specs/models.toml.
+    #[arg(long, global = true, env = "TRIAGE_CATALOG", value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    /// Compute threads for inference (default: the number of cores).
+    #[arg(long, global = true, env = "TRIAGE_THREADS", value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate text with the local model, streaming it to stdout.
+    Generate(generate::Args),
+    /// Embed texts with MiniLM; print vectors or their cosine similarities.
+    Embed(embed::Args),
+    /// List, fetch and verify the models in the catalog.
+    #[command(subcommand)]
+    Models(models::Command),
+    /// Measure performance.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        // SAFETY: set before any thread is started; candle's thread pools
+        // read it when they are first used.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let ctx = triage::Context::new(cli.catalog.as_deref())?;
+        match cli.command {
+            Command::Generate(args) => generate::run(&ctx, args).await,
+            Command::Embed(args) => embed::run(&ctx, args).await,
+            Command::Models(cmd) => models::run(&ctx, cmd),
+            Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Output closed by the reader (`triage ... | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints a table with a header row, columns padded to their widest cell.
+fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}

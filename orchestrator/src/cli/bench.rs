@@ -1,0 +1,269 @@
+//! `triage bench runtime`: load time, prompt and generation speed, memory,
+//! and embedding latency, with candle's stock quantized llama measured side
+//! by side on the same file for the ratios.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use serde_json::json;
+use triage_runtime::{GenerateParams, LlmHandle, LoadOptions, Prompt};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Inference speed and memory of the local models.
+    Runtime(RuntimeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RuntimeArgs {
+    /// Measurement rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Prompt length for the prompt-speed and depth figures.
+    #[arg(long, default_value_t = 200)]
+    prompt_tokens: usize,
+    /// Tokens generated per generation measurement.
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Skip candle's stock quantized llama (no ratios).
+    #[arg(long)]
+    no_baseline: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Text for the prompt: ordinary English prose, long enough for 200+ tokens.
+const PROSE: &str = "The agreement between the parties sets out the terms under which the supplier will deliver \
+software services to the customer over the next three years. Payment is due within thirty days of each invoice, \
+and late payments accrue interest at two percent per month. Either party may terminate the agreement for \
+convenience with ninety days of written notice, and for cause immediately if the other party materially breaches \
+its obligations and fails to cure the breach within fifteen days. The supplier warrants that the services will be \
+performed in a professional manner consistent with industry standards, and its total liability under the agreement \
+is limited to the fees paid in the twelve months before the claim. Confidential information disclosed by either \
+party must be protected with reasonable care and may only be used to perform the agreement. The agreement is \
+governed by the laws of the State of New York, and any dispute will be resolved by arbitration in New York City. \
+Neither party may assign the agreement without the prior written consent of the other, except to a successor in \
+a merger or acquisition of substantially all of its assets. Notices must be in writing and delivered by hand, \
+courier or email to the addresses listed in the schedule, and take effect on receipt.";
+
+pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
+    let Command::Runtime(args) = cmd;
+    if args.rounds == 0 || args.gen_tokens < 2 || args.prompt_tokens < 2 {
+        anyhow::bail!("--rounds must be at least 1, --gen-tokens and --prompt-tokens at least 2");
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let llm_files = ctx.model_files(triage_models::SMOLLM2)?;
+    let gguf = llm_files.main_file();
+    let mini_files = ctx.model_files(triage_models::MINILM)?;
+    eprintln!("benchmarking {} with {threads} threads, {} rounds...", llm_files.spec.name, args.rounds);
+
+    // Ours: the runtime's real generation path.
+    let start = Instant::now();
+    let llm = LlmHandle::load(&gguf, LoadOptions::default())?;
+    let load_ms = ms(start);
+    let prompt = prompt_tokens(&llm, args.prompt_tokens).await?;
+    let mut ours = Speeds::default();
+    for _ in 0..args.rounds {
+        let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(1)).await?;
+        ours.prompt.push(g.stats.prompt_tokens_per_s);
+        let g = llm.generate(Prompt::Tokens(vec![1]), fixed(args.gen_tokens)).await?;
+        ours.gen0.push(g.stats.generation_tokens_per_s);
+        let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(args.gen_tokens)).await?;
+        ours.gen_depth.push(g.stats.generation_tokens_per_s);
+    }
+    let peak_rss_mb = peak_rss_mb();
+    drop(llm);
+
+    // candle as it comes, on the same file and tokens.
+    let stock = if args.no_baseline {
+        None
+    } else {
+        let start = Instant::now();
+        let mut model = load_stock(&gguf)?;
+        let stock_load_ms = ms(start);
+        let mut s = Speeds::default();
+        for _ in 0..args.rounds {
+            let t = Instant::now();
+            stock_forward(&mut model, &prompt, 0)?;
+            s.prompt.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+            s.gen0.push(stock_generate(&mut model, &[1], args.gen_tokens)?);
+            s.gen_depth.push(stock_generate(&mut model, &prompt, args.gen_tokens)?);
+        }
+        Some((stock_load_ms, s))
+    };
+
+    // MiniLM: one sentence, and a batch of 32.
+    let embedder = triage_runtime::EmbedHandle::load(&mini_files.dir)?;
+    let sentence = "Which of our contracts can be terminated for convenience with ninety days' notice?".to_string();
+    embedder.embed(vec![sentence.clone()]).await?; // warm-up
+    let mut single = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        embedder.embed(vec![sentence.clone()]).await?;
+        single.push(ms(t));
+    }
+    let batch: Vec<String> = PROSE.split(". ").cycle().take(32).map(str::to_string).collect();
+    let mut batch_rate = Vec::new();
+    for _ in 0..args.rounds {
+        let t = Instant::now();
+        embedder.embed(batch.clone()).await?;
+        batch_rate.push(32.0 / t.elapsed().as_secs_f64());
+    }
+
+    let (p, g0, gd) = (median(&ours.prompt), median(&ours.gen0), median(&ours.gen_depth));
+    let minilm_ms = median(&single);
+    let minilm_rate = median(&batch_rate);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let baseline = stock.as_ref().map(|(l, s)| {
+            json!({
+                "load_ms": l,
+                "prompt_tokens_per_s": median(&s.prompt),
+                "generation_tokens_per_s_depth0": median(&s.gen0),
+                "generation_tokens_per_s_depth_prompt": median(&s.gen_depth),
+            })
+        });
+        let value = json!({
+            "model": llm_files.spec.name,
+            "threads": threads,
+            "rounds": args.rounds,
+            "prompt_tokens": prompt.len(),
+            "gen_tokens": args.gen_tokens,
+            "load_ms": load_ms,
+            "prompt_tokens_per_s": p,
+            "generation_tokens_per_s_depth0": g0,
+            "generation_tokens_per_s_depth_prompt": gd,
+            "peak_rss_mb": peak_rss_mb,
+            "minilm_single_ms": minilm_ms,
+            "minilm_batch32_sentences_per_s": minilm_rate,
+            "candle_stock": baseline,
+        });
+        writeln!(out, "{value}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ratio = |ours: f64, theirs: f64| format!("{:.2}x", ours / theirs);
+    let mut rows = vec![vec!["model load".to_string(), format!("{load_ms:.0} ms")]];
+    let mut header = vec!["measure", "triage"];
+    if let Some((l, s)) = &stock {
+        header.extend(["candle stock", "ratio"]);
+        rows[0].extend([format!("{l:.0} ms"), ratio(*l, load_ms)]);
+        rows.push(vec![
+            format!("prompt ({} tokens)", prompt.len()),
+            format!("{p:.1} tok/s"),
+            format!("{:.1} tok/s", median(&s.prompt)),
+            ratio(p, median(&s.prompt)),
+        ]);
+        rows.push(vec![
+            "generation, depth 0".into(),
+            format!("{g0:.1} tok/s"),
+            format!("{:.1} tok/s", median(&s.gen0)),
+            ratio(g0, median(&s.gen0)),
+        ]);
+        rows.push(vec![
+            format!("generation, depth {}", prompt.len()),
+            format!("{gd:.1} tok/s"),
+            format!("{:.1} tok/s", median(&s.gen_depth)),
+            ratio(gd, median(&s.gen_depth)),
+        ]);
+    } else {
+        rows.push(vec![format!("prompt ({} tokens)", prompt.len()), format!("{p:.1} tok/s")]);
+        rows.push(vec!["generation, depth 0".into(), format!("{g0:.1} tok/s")]);
+        rows.push(vec![format!("generation, depth {}", prompt.len()), format!("{gd:.1} tok/s")]);
+    }
+    rows.push(vec!["peak RSS (generation model)".into(), format!("{peak_rss_mb:.0} MB")]);
+    rows.push(vec!["MiniLM, one sentence".into(), format!("{minilm_ms:.1} ms")]);
+    rows.push(vec!["MiniLM, batch of 32".into(), format!("{minilm_rate:.0} sentences/s")]);
+    for r in &mut rows {
+        r.resize(header.len(), String::new());
+    }
+    writeln!(out, "{} on {threads} threads, median of {} rounds", llm_files.spec.name, args.rounds)?;
+    super::print_table(&mut out, &header, &rows)?;
+    writeln!(out, "ratio: triage over candle stock (above 1 is faster; for load time, below 1 is slower)")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Default)]
+struct Speeds {
+    prompt: Vec<f64>,
+    gen0: Vec<f64>,
+    gen_depth: Vec<f64>,
+}
+
+fn fixed(n: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens: n,
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+async fn prompt_tokens(llm: &LlmHandle, n: usize) -> anyhow::Result<Vec<u32>> {
+    let mut text = PROSE.to_string();
+    loop {
+        let ids = llm.tokenize(Prompt::Text(text.clone())).await?;
+        if ids.len() >= n {
+            return Ok(ids[..n].to_vec());
+        }
+        text.push(' ');
+        text.push_str(PROSE);
+    }
+}
+
+fn load_stock(path: &Path) -> anyhow::Result<ModelWeights> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let content = gguf_file::Content::read(&mut f)?;
+    Ok(ModelWeights::from_gguf(content, &mut f, &Device::Cpu)?)
+}
+
+fn stock_forward(model: &mut ModelWeights, tokens: &[u32], pos: usize) -> anyhow::Result<u32> {
+    let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+    let logits = model.forward(&input, pos)?.squeeze(0)?;
+    Ok(logits.argmax(0)?.to_scalar::<u32>()?)
+}
+
+/// Greedy tokens/s after `prompt`, not counting the prompt pass.
+fn stock_generate(model: &mut ModelWeights, prompt: &[u32], n: usize) -> anyhow::Result<f64> {
+    let mut next = stock_forward(model, prompt, 0)?;
+    let start = Instant::now();
+    for i in 0..n - 1 {
+        next = stock_forward(model, &[next], prompt.len() + i)?;
+    }
+    Ok((n - 1) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
