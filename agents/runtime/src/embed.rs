@@ -25,7 +25,9 @@ pub struct Embedder {
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").field("dim", &self.dim).finish_non_exhaustive()
+        f.debug_struct("Embedder")
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,10 +43,11 @@ impl Embedder {
             path: dir.join("config.json"),
             message: e.to_string(),
         })?;
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(read("tokenizer.json")?).map_err(|e| Error::Format {
-            path: dir.join("tokenizer.json"),
-            message: e.to_string(),
-        })?;
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_bytes(read("tokenizer.json")?).map_err(|e| Error::Format {
+                path: dir.join("tokenizer.json"),
+                message: e.to_string(),
+            })?;
         // The shipped tokenizer.json pads every input to 128 tokens; pad a
         // batch only to its longest member instead.
         let pad_id = config.pad_token_id as u32;
@@ -160,5 +163,9 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }

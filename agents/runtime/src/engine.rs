@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +98,10 @@ impl GenerateParams {
             return bad("top_k must be at least 1".into());
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition_penalty must be above 0, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetition_penalty must be above 0, got {}",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
@@ -231,9 +234,7 @@ impl Engine {
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
         let model = Llama::from_gguf(&content, &mut file, path, options.max_context)?;
-        let text_of = |id: Option<u32>| {
-            id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default()
-        };
+        let text_of = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
         let bos = text_of(tokenizer.bos.map(|(id, _)| id));
         let eos = text_of(
             content
@@ -250,7 +251,12 @@ impl Engine {
             .get("general.name")
             .and_then(|v| v.to_string().ok())
             .cloned()
-            .unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            });
         let info = ModelInfo {
             name,
             architecture: "llama".into(),
@@ -420,7 +426,9 @@ impl Engine {
     /// prompt is run once; each candidate reuses its KV cache.
     pub fn score(&mut self, prompt: &Prompt, candidates: &[String]) -> Result<Vec<LabelScore>, Error> {
         if candidates.is_empty() {
-            return Err(Error::InvalidRequest("label scoring needs at least one candidate".into()));
+            return Err(Error::InvalidRequest(
+                "label scoring needs at least one candidate".into(),
+            ));
         }
         let prompt = self.prompt_tokens(prompt)?;
         if prompt.is_empty() {

@@ -127,15 +127,19 @@ impl Llama {
                 .tensor(reader, name, &device)
                 .map_err(|e| format_err(format!("tensor `{name}`: {e}")))
         };
-        let embed_q = tensor("token_embd.weight")?;
+        // The token embedding stays quantized; rows are dequantized as looked up.
+        let embed_q = std::sync::Arc::new(tensor("token_embd.weight")?);
         let (vocab_size, _) = embed_q.shape().dims2()?;
         let norm = RmsNorm::from_qtensor(tensor("output_norm.weight")?, rms_eps)?;
-        let output = match tensor("output.weight") {
-            Ok(t) => QMatMul::from_qtensor(t)?,
-            // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            Err(_) => QMatMul::from_qtensor(tensor("token_embd.weight")?)?,
+        let has_output = content.tensor_infos.contains_key("output.weight");
+        let output = if has_output {
+            QMatMul::from_qtensor(tensor("output.weight")?)?
+        } else {
+            // Tied embeddings (SmolLM2): the output projection is the same
+            // matrix, shared rather than loaded twice.
+            QMatMul::from_arc(embed_q.clone())?
         };
-        let embed = QMatMul::from_qtensor(embed_q)?;
+        let embed = QMatMul::from_arc(embed_q)?;
         let n_layer = md_u32("llama.block_count")?;
         let mut layers = Vec::with_capacity(n_layer);
         let mut n_ff = 0;
@@ -297,18 +301,19 @@ fn attention(
     // GGUF llama weights are permuted for the interleaved (GPT-J style) rotary layout.
     let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
     let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
-    // The KV cache is kept in f16, as llama.cpp keeps it: half the memory,
-    // and the same rounding, so greedy outputs agree with llama.cpp's.
-    let k = k.to_dtype(DType::F16)?;
-    let v = v.to_dtype(DType::F16)?;
+    // Keys and values are rounded to f16 as llama.cpp's f16 KV cache rounds
+    // them (greedy outputs agree with llama.cpp's more often than in plain
+    // f32), but stored as f32 so that no step converts the whole cache.
+    let k = round_f16(&k)?;
+    let v = round_f16(&v)?;
     let (k, v) = match &layer.cache {
         Some((kc, vc)) => (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?),
         None => (k, v),
     };
     layer.cache = Some((k.clone(), v.clone()));
     let n_rep = c.n_head / c.n_kv_head;
-    let k = candle_transformers::utils::repeat_kv(k.to_dtype(DType::F32)?, n_rep)?.contiguous()?;
-    let v = candle_transformers::utils::repeat_kv(v.to_dtype(DType::F32)?, n_rep)?.contiguous()?;
+    let k = candle_transformers::utils::repeat_kv(k, n_rep)?.contiguous()?;
+    let v = candle_transformers::utils::repeat_kv(v, n_rep)?.contiguous()?;
     // ggml multiplies an f16 matrix by activations rounded to f16.
     let q = round_f16(&q)?;
     let scale = 1.0 / (c.head_dim as f64).sqrt();

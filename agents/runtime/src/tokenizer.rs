@@ -123,7 +123,12 @@ impl Tokenizer {
         let added: Vec<AddedToken> = tokens
             .iter()
             .enumerate()
-            .filter(|(i, _)| matches!(types.get(*i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED)))
+            .filter(|(i, _)| {
+                matches!(
+                    types.get(*i),
+                    Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED)
+                )
+            })
             .map(|(_, t)| AddedToken::from(t.clone(), true))
             .collect();
         parsing.add_special_tokens(added).map_err(Error::tokenizer)?;
@@ -139,8 +144,10 @@ impl Tokenizer {
                 } else {
                     // A token outside the byte alphabet (none in GPT-2 vocabularies) is kept as UTF-8.
                     t.chars()
-                        .map(|c| unicode_to_byte.get(&c).map(|&b| vec![b]).unwrap_or_else(|| c.to_string().into_bytes()))
-                        .flatten()
+                        .flat_map(|c| match unicode_to_byte.get(&c) {
+                            Some(&b) => vec![b],
+                            None => c.to_string().into_bytes(),
+                        })
                         .collect()
                 }
             })
@@ -159,7 +166,11 @@ impl Tokenizer {
     /// `<|im_start|>` becomes its single id (llama.cpp's default); without,
     /// it is tokenized as ordinary characters. No BOS is added here.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, Error> {
-        let tok = if parse_special { &self.parsing } else { &self.literal };
+        let tok = if parse_special {
+            &self.parsing
+        } else {
+            &self.literal
+        };
         let enc = tok.encode_fast(text, false).map_err(Error::tokenizer)?;
         Ok(enc.get_ids().to_vec())
     }
@@ -178,7 +189,10 @@ impl Tokenizer {
 
     /// Ids to text, special tokens skipped, invalid UTF-8 replaced.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -23,7 +23,10 @@ async fn related_sentences_score_clearly_above_unrelated_ones() {
     let related = cosine(&v[0], &v[1]);
     let unrelated = cosine(&v[0], &v[2]).max(cosine(&v[0], &v[3]));
     assert!(related > 0.5, "{related}");
-    assert!(related > unrelated + 0.3, "related {related} vs unrelated {unrelated}");
+    assert!(
+        related > unrelated + 0.3,
+        "related {related} vs unrelated {unrelated}"
+    );
 }
 
 #[test]
@@ -35,7 +38,11 @@ fn padding_to_the_longest_does_not_change_a_vector() {
     let long = "This Agreement shall be governed by and construed in accordance with the laws of England and Wales, and the parties submit to the exclusive jurisdiction of its courts for any dispute arising out of it.";
     let alone = &e.embed(&[short]).unwrap()[0];
     let batch = e.embed(&[long, short]).unwrap();
-    let diff: f32 = alone.iter().zip(&batch[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let diff: f32 = alone
+        .iter()
+        .zip(&batch[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(diff < 1e-4, "{diff}");
     assert!(e.embed(&[]).unwrap().is_empty());
 }
@@ -50,6 +57,8 @@ fn inputs_longer_than_the_model_allows_are_truncated_not_refused() {
 
 #[test]
 fn a_missing_model_folder_names_the_file() {
-    let err = Embedder::load(std::path::Path::new("/nonexistent/minilm")).unwrap_err().to_string();
+    let err = Embedder::load(std::path::Path::new("/nonexistent/minilm"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/minilm/config.json"), "{err}");
 }

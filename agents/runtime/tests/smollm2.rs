@@ -8,7 +8,8 @@ use std::fs::File;
 use candle_core::quantized::gguf_file;
 use common::{data, ids, smollm2_path};
 use triage_runtime::{
-    Error, Logits, FinishReason, GenerateParams, LlmHandle, Message, Prompt, StreamEvent, Tokenizer, Utf8Stream,
+    Error, FinishReason, GenerateParams, LlmHandle, Logits, Message, Prompt, StreamEvent, Tokenizer,
+    Utf8Stream,
 };
 
 fn tokenizer() -> Tokenizer {
@@ -31,7 +32,11 @@ fn tokenizer_matches_llama_cpp_on_every_reference_string() {
         let text = row["text"].as_str().unwrap();
         let parse_special = row["special_parsed"].as_bool().unwrap();
         let expected = ids(&row["ids"]);
-        assert_eq!(tok.encode(text, parse_special).unwrap(), expected, "tokens of {text:?}");
+        assert_eq!(
+            tok.encode(text, parse_special).unwrap(),
+            expected,
+            "tokens of {text:?}"
+        );
         if !parse_special || !text.contains("<|") {
             assert_eq!(tok.decode(&expected), text, "decoding {text:?}");
         }
@@ -43,7 +48,11 @@ fn known_ids_and_end_of_generation_tokens() {
     let tok = tokenizer();
     assert_eq!(tok.encode("Hello world", true).unwrap(), [19556, 905]);
     assert_eq!(tok.encode("<|im_start|>user\n", true).unwrap(), [1, 4093, 198]);
-    assert!(tok.eos_ids.contains(&2) && tok.eos_ids.contains(&0), "{:?}", tok.eos_ids);
+    assert!(
+        tok.eos_ids.contains(&2) && tok.eos_ids.contains(&0),
+        "{:?}",
+        tok.eos_ids
+    );
     assert!(tok.is_special(1));
     assert_eq!(tok.bos, Some((1, false)));
 }
@@ -71,7 +80,10 @@ fn streaming_bytes_of_split_characters_reassemble_exactly() {
         out.push_str(&stream.finish());
         assert_eq!(out, text);
     }
-    assert!(split_seen, "the reference strings include characters split between tokens");
+    assert!(
+        split_seen,
+        "the reference strings include characters split between tokens"
+    );
 }
 
 #[tokio::test]
@@ -90,7 +102,10 @@ async fn chat_template_from_the_gguf_renders_the_reference_prompts() {
     // Without a system prompt the template supplies SmolLM2's own.
     let ids = llm.tokenize(Prompt::chat(None, "Hi")).await.unwrap();
     let text = tokenizer().decode(&ids);
-    assert!(text.starts_with("system\nYou are a helpful AI assistant named SmolLM"), "{text}");
+    assert!(
+        text.starts_with("system\nYou are a helpful AI assistant named SmolLM"),
+        "{text}"
+    );
 }
 
 /// Largest logit gap between our top token and llama.cpp's choice that
@@ -122,10 +137,11 @@ async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
                 let mut ties = Vec::new();
                 for (i, &want) in reference.iter().enumerate() {
                     let l = logits.to_vec1::<f32>().unwrap();
-                    let (top, top_logit) = l
-                        .iter()
-                        .enumerate()
-                        .fold((0, f32::MIN), |a, (j, &v)| if v > a.1 { (j as u32, v) } else { a });
+                    let (top, top_logit) =
+                        l.iter().enumerate().fold(
+                            (0, f32::MIN),
+                            |a, (j, &v)| if v > a.1 { (j as u32, v) } else { a },
+                        );
                     if top != want {
                         ties.push((i, top_logit - l[want as usize]));
                     }
@@ -137,11 +153,21 @@ async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
             .unwrap();
         checked += positions;
         for (i, gap) in &row_ties {
-            assert!(*gap < NEAR_TIE, "prompt {n} position {i}: llama.cpp's token is {gap} below our top");
+            assert!(
+                *gap < NEAR_TIE,
+                "prompt {n} position {i}: llama.cpp's token is {gap} below our top"
+            );
         }
-        ties.extend(row_ties.into_iter().map(|(i, gap)| format!("prompt {n} position {i}: gap {gap:.3}")));
+        ties.extend(
+            row_ties
+                .into_iter()
+                .map(|(i, gap)| format!("prompt {n} position {i}: gap {gap:.3}")),
+        );
     }
-    eprintln!("{checked} positions checked; near-ties where llama.cpp chose our runner-up:\n{}", ties.join("\n"));
+    eprintln!(
+        "{checked} positions checked; near-ties where llama.cpp chose our runner-up:\n{}",
+        ties.join("\n")
+    );
     assert!(ties.len() * 10 < checked, "near-ties should be rare: {ties:?}");
 }
 
@@ -162,7 +188,10 @@ async fn greedy_output_matches_llama_cpp_for_the_first_16_tokens() {
             max_tokens: 32,
             ..Default::default()
         };
-        let g = llm.generate(Prompt::Tokens(ids(&row["prompt_ids"])), params).await.unwrap();
+        let g = llm
+            .generate(Prompt::Tokens(ids(&row["prompt_ids"])), params)
+            .await
+            .unwrap();
         let mut got: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
         if g.finish_reason == FinishReason::Eos {
             // llama.cpp lists the end token last; we stop before it.
@@ -176,14 +205,24 @@ async fn greedy_output_matches_llama_cpp_for_the_first_16_tokens() {
                 let mut prefix = ids(&row["prompt_ids"]);
                 prefix.extend(&expected[..at]);
                 let (ours, theirs) = (got[at], expected[at]);
-                let l = llm.with_engine(move |e| e.next_token_logits(&prefix).unwrap()).await.unwrap();
+                let l = llm
+                    .with_engine(move |e| e.next_token_logits(&prefix).unwrap())
+                    .await
+                    .unwrap();
                 let gap = (l[ours as usize] - l[theirs as usize]).abs();
-                assert!(gap < NEAR_TIE, "{}: parted at {at} with gap {gap}", row["prompt_text"]);
+                assert!(
+                    gap < NEAR_TIE,
+                    "{}: parted at {at} with gap {gap}",
+                    row["prompt_text"]
+                );
                 eprintln!("parted from llama.cpp at token {at} (near-tie, gap {gap:.3})");
             }
         }
     }
-    assert!(full_matches >= rows.len() - 1, "only {full_matches} prompts matched 16 tokens");
+    assert!(
+        full_matches >= rows.len() - 1,
+        "only {full_matches} prompts matched 16 tokens"
+    );
 }
 
 #[tokio::test]
@@ -211,21 +250,38 @@ async fn multi_token_scores_equal_the_sum_of_greedy_logprobs() {
     let llm = model();
     let prompt = Prompt::chat(None, "Name a colour.");
     let g = llm
-        .generate(prompt.clone(), GenerateParams { max_tokens: 5, ..Default::default() })
+        .generate(
+            prompt.clone(),
+            GenerateParams {
+                max_tokens: 5,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let total: f32 = g.tokens.iter().map(|t| t.logprob).sum();
     let ids: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
     let text = tokenizer().decode(&ids);
     let scores = llm.score(prompt, vec![text.clone()]).await.unwrap();
-    assert_eq!(scores[0].tokens, ids.len(), "{text:?} re-tokenizes to the same ids");
-    assert!((scores[0].logprob - total).abs() < 0.05, "{} vs {total}", scores[0].logprob);
+    assert_eq!(
+        scores[0].tokens,
+        ids.len(),
+        "{text:?} re-tokenizes to the same ids"
+    );
+    assert!(
+        (scores[0].logprob - total).abs() < 0.05,
+        "{} vs {total}",
+        scores[0].logprob
+    );
 }
 
 #[tokio::test]
 async fn streaming_reassembles_to_the_non_streaming_text() {
     let llm = model();
-    let prompt = Prompt::chat(Some("You are a helpful assistant."), "Write a haiku about the sea.");
+    let prompt = Prompt::chat(
+        Some("You are a helpful assistant."),
+        "Write a haiku about the sea.",
+    );
     let params = GenerateParams {
         max_tokens: 40,
         ..Default::default()
@@ -269,8 +325,14 @@ async fn seeded_sampling_is_reproducible_and_greedy_is_deterministic() {
     let b = llm.generate(prompt.clone(), sampled(1)).await.unwrap();
     assert_eq!(a.text, b.text);
     let others: Vec<String> = futures_texts(&llm, &prompt, (2..5).map(sampled).collect()).await;
-    assert!(others.iter().any(|t| *t != a.text), "different seeds give different samples");
-    let g1 = llm.generate(prompt.clone(), GenerateParams::default()).await.unwrap();
+    assert!(
+        others.iter().any(|t| *t != a.text),
+        "different seeds give different samples"
+    );
+    let g1 = llm
+        .generate(prompt.clone(), GenerateParams::default())
+        .await
+        .unwrap();
     let g2 = llm.generate(prompt, GenerateParams::default()).await.unwrap();
     assert_eq!(g1.tokens, g2.tokens);
 }
@@ -288,7 +350,13 @@ async fn stop_sequences_and_max_tokens_end_generation() {
     let llm = model();
     let prompt = Prompt::chat(None, "Count from 1 to 20, separated by commas.");
     let full = llm
-        .generate(prompt.clone(), GenerateParams { max_tokens: 30, ..Default::default() })
+        .generate(
+            prompt.clone(),
+            GenerateParams {
+                max_tokens: 30,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert!(full.text.contains('5'), "{}", full.text);
@@ -307,7 +375,13 @@ async fn stop_sequences_and_max_tokens_end_generation() {
     assert!(!stopped.text.contains('5'));
     assert!(full.text.starts_with(&stopped.text));
     let short = llm
-        .generate(prompt, GenerateParams { max_tokens: 3, ..Default::default() })
+        .generate(
+            prompt,
+            GenerateParams {
+                max_tokens: 3,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(short.finish_reason, FinishReason::MaxTokens);
@@ -317,14 +391,24 @@ async fn stop_sequences_and_max_tokens_end_generation() {
 #[tokio::test]
 async fn concurrent_requests_queue_and_each_gets_its_own_answer() {
     let llm = model();
-    let questions = ["What is 2+2?", "Name a fruit.", "What colour is the sky?", "Say hello."];
+    let questions = [
+        "What is 2+2?",
+        "Name a fruit.",
+        "What colour is the sky?",
+        "Say hello.",
+    ];
     let params = GenerateParams {
         max_tokens: 12,
         ..Default::default()
     };
     let mut alone = Vec::new();
     for q in questions {
-        alone.push(llm.generate(Prompt::chat(None, q), params.clone()).await.unwrap().text);
+        alone.push(
+            llm.generate(Prompt::chat(None, q), params.clone())
+                .await
+                .unwrap()
+                .text,
+        );
     }
     let tasks: Vec<_> = questions
         .iter()
@@ -345,15 +429,24 @@ async fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let llm = model();
     let context = llm.info().config.context_length;
     let long = Prompt::Tokens(vec![504; context + 10]);
-    let err = llm.generate(long.clone(), GenerateParams::default()).await.unwrap_err();
+    let err = llm
+        .generate(long.clone(), GenerateParams::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
     assert!(err.to_string().contains("shorten the prompt"));
     let err = llm.score(long, vec![" a".into()]).await.unwrap_err();
     assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
     // The model still serves after the errors.
-    llm.generate(Prompt::Text("Hi".into()), GenerateParams { max_tokens: 2, ..Default::default() })
-        .await
-        .unwrap();
+    llm.generate(
+        Prompt::Text("Hi".into()),
+        GenerateParams {
+            max_tokens: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -361,22 +454,66 @@ async fn bad_parameters_and_empty_inputs_are_refused() {
     let llm = model();
     let prompt = Prompt::Text("Hi".into());
     for (params, what) in [
-        (GenerateParams { max_tokens: 0, ..Default::default() }, "max_tokens"),
-        (GenerateParams { temperature: -1.0, ..Default::default() }, "temperature"),
-        (GenerateParams { top_p: Some(1.5), ..Default::default() }, "top_p"),
-        (GenerateParams { top_k: Some(0), ..Default::default() }, "top_k"),
-        (GenerateParams { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
+        (
+            GenerateParams {
+                max_tokens: 0,
+                ..Default::default()
+            },
+            "max_tokens",
+        ),
+        (
+            GenerateParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            "temperature",
+        ),
+        (
+            GenerateParams {
+                top_p: Some(1.5),
+                ..Default::default()
+            },
+            "top_p",
+        ),
+        (
+            GenerateParams {
+                top_k: Some(0),
+                ..Default::default()
+            },
+            "top_k",
+        ),
+        (
+            GenerateParams {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
+            "repetition_penalty",
+        ),
     ] {
-        let err = llm.generate(prompt.clone(), params).await.unwrap_err().to_string();
+        let err = llm
+            .generate(prompt.clone(), params)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(what), "{err}");
     }
     let err = llm.score(prompt.clone(), vec![]).await.unwrap_err().to_string();
     assert!(err.contains("at least one candidate"), "{err}");
-    let err = llm.score(prompt, vec![String::new()]).await.unwrap_err().to_string();
+    let err = llm
+        .score(prompt, vec![String::new()])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("has no tokens"), "{err}");
-    let err = llm.generate(Prompt::Text(String::new()), GenerateParams::default()).await.unwrap_err();
+    let err = llm
+        .generate(Prompt::Text(String::new()), GenerateParams::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
-    let err = llm.generate(Prompt::Chat(vec![]), GenerateParams::default()).await.unwrap_err();
+    let err = llm
+        .generate(Prompt::Chat(vec![]), GenerateParams::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("at least one message"), "{err}");
     let _ = Message::assistant("unused");
 }
@@ -386,9 +523,13 @@ fn a_file_that_is_not_gguf_is_refused_with_its_path() {
     let dir = tempfile_dir();
     let path = dir.join("not-a-model.gguf");
     std::fs::write(&path, b"definitely not a gguf file").unwrap();
-    let err = LlmHandle::load(&path, Default::default()).unwrap_err().to_string();
+    let err = LlmHandle::load(&path, Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not-a-model.gguf") && err.contains("GGUF"), "{err}");
-    let err = LlmHandle::load(&dir.join("missing.gguf"), Default::default()).unwrap_err().to_string();
+    let err = LlmHandle::load(&dir.join("missing.gguf"), Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.gguf"), "{err}");
 }
 

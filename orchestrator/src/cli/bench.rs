@@ -62,7 +62,10 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     let llm_files = ctx.model_files(triage_models::SMOLLM2)?;
     let gguf = llm_files.main_file();
     let mini_files = ctx.model_files(triage_models::MINILM)?;
-    eprintln!("benchmarking {} with {threads} threads, {} rounds...", llm_files.spec.name, args.rounds);
+    eprintln!(
+        "benchmarking {} with {threads} threads, {} rounds...",
+        llm_files.spec.name, args.rounds
+    );
 
     // Ours: the runtime's real generation path.
     let start = Instant::now();
@@ -73,9 +76,13 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     for _ in 0..args.rounds {
         let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(1)).await?;
         ours.prompt.push(g.stats.prompt_tokens_per_s);
-        let g = llm.generate(Prompt::Tokens(vec![1]), fixed(args.gen_tokens)).await?;
+        let g = llm
+            .generate(Prompt::Tokens(vec![1]), fixed(args.gen_tokens))
+            .await?;
         ours.gen0.push(g.stats.generation_tokens_per_s);
-        let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(args.gen_tokens)).await?;
+        let g = llm
+            .generate(Prompt::Tokens(prompt.clone()), fixed(args.gen_tokens))
+            .await?;
         ours.gen_depth.push(g.stats.generation_tokens_per_s);
     }
     let peak_rss_mb = peak_rss_mb();
@@ -94,14 +101,16 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
             stock_forward(&mut model, &prompt, 0)?;
             s.prompt.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
             s.gen0.push(stock_generate(&mut model, &[1], args.gen_tokens)?);
-            s.gen_depth.push(stock_generate(&mut model, &prompt, args.gen_tokens)?);
+            s.gen_depth
+                .push(stock_generate(&mut model, &prompt, args.gen_tokens)?);
         }
         Some((stock_load_ms, s))
     };
 
     // MiniLM: one sentence, and a batch of 32.
     let embedder = triage_runtime::EmbedHandle::load(&mini_files.dir)?;
-    let sentence = "Which of our contracts can be terminated for convenience with ninety days' notice?".to_string();
+    let sentence =
+        "Which of our contracts can be terminated for convenience with ninety days' notice?".to_string();
     embedder.embed(vec![sentence.clone()]).await?; // warm-up
     let mut single = Vec::new();
     for _ in 0..20 {
@@ -173,19 +182,38 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
             ratio(gd, median(&s.gen_depth)),
         ]);
     } else {
-        rows.push(vec![format!("prompt ({} tokens)", prompt.len()), format!("{p:.1} tok/s")]);
+        rows.push(vec![
+            format!("prompt ({} tokens)", prompt.len()),
+            format!("{p:.1} tok/s"),
+        ]);
         rows.push(vec!["generation, depth 0".into(), format!("{g0:.1} tok/s")]);
-        rows.push(vec![format!("generation, depth {}", prompt.len()), format!("{gd:.1} tok/s")]);
+        rows.push(vec![
+            format!("generation, depth {}", prompt.len()),
+            format!("{gd:.1} tok/s"),
+        ]);
     }
-    rows.push(vec!["peak RSS (generation model)".into(), format!("{peak_rss_mb:.0} MB")]);
+    rows.push(vec![
+        "peak RSS (generation model)".into(),
+        format!("{peak_rss_mb:.0} MB"),
+    ]);
     rows.push(vec!["MiniLM, one sentence".into(), format!("{minilm_ms:.1} ms")]);
-    rows.push(vec!["MiniLM, batch of 32".into(), format!("{minilm_rate:.0} sentences/s")]);
+    rows.push(vec![
+        "MiniLM, batch of 32".into(),
+        format!("{minilm_rate:.0} sentences/s"),
+    ]);
     for r in &mut rows {
         r.resize(header.len(), String::new());
     }
-    writeln!(out, "{} on {threads} threads, median of {} rounds", llm_files.spec.name, args.rounds)?;
+    writeln!(
+        out,
+        "{} on {threads} threads, median of {} rounds",
+        llm_files.spec.name, args.rounds
+    )?;
     super::print_table(&mut out, &header, &rows)?;
-    writeln!(out, "ratio: triage over candle stock (above 1 is faster; for load time, below 1 is slower)")?;
+    writeln!(
+        out,
+        "ratio: triage over candle stock (above 1 is faster; for load time, below 1 is slower)"
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -32,7 +32,11 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
             .map(|a| vectors.iter().map(|b| cosine(a, b)).collect())
             .collect();
         if args.json {
-            writeln!(out, "{}", serde_json::json!({ "texts": args.texts, "similarity": matrix }))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "texts": args.texts, "similarity": matrix })
+            )?;
         } else {
             for (i, text) in args.texts.iter().enumerate() {
                 writeln!(out, "[{}] {text}", i + 1)?;
@@ -53,7 +57,11 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
             super::print_table(&mut out, &header, &rows)?;
         }
     } else if args.json {
-        writeln!(out, "{}", serde_json::json!({ "texts": args.texts, "dim": embedder.dim(), "vectors": vectors }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "texts": args.texts, "dim": embedder.dim(), "vectors": vectors })
+        )?;
     } else {
         for v in &vectors {
             let cells: Vec<String> = v.iter().map(|x| format!("{x:.6}")).collect();

