@@ -82,6 +82,34 @@ fn seeded_sampling_from_the_cli_is_reproducible() {
 }
 
 #[test]
+fn ctrl_c_cancels_a_generation_and_exits_130() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args([
+            "generate",
+            "Write a very long story about a lighthouse keeper.",
+            "--max-tokens",
+            "2000",
+        ])
+        .env_remove("TRIAGE_CATALOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the answer has started streaming, then interrupt.
+    let mut first = [0u8; 8];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cancelled"), "{}", stderr(&o));
+}
+
+#[test]
 fn generate_refuses_bad_input_with_a_reason() {
     let o = triage(&["generate", "  "]);
     assert!(!o.status.success());
@@ -143,7 +171,11 @@ fn embed_similarity_ranks_related_texts_higher() {
 }
 
 #[test]
-fn models_list_and_verify_show_the_cached_models() {
+fn models_pull_list_and_verify_show_the_cached_models() {
+    // Idempotent: fetches on a fresh machine, only verifies afterwards.
+    let o = triage(&["models", "pull"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches(": verified in ").count(), 2, "{}", stdout(&o));
     let o = triage(&["models", "list", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
