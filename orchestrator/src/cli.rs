@@ -2,6 +2,7 @@
 
 mod bench;
 mod embed;
+mod eval;
 mod generate;
 mod models;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Measure performance.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Measure accuracy on labelled data.
+    #[command(subcommand)]
+    Eval(eval::Command),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
             Command::Embed(args) => embed::run(&ctx, args).await,
             Command::Models(cmd) => models::run(&ctx, cmd),
             Command::Bench(cmd) => bench::run(&ctx, cmd).await,
+            Command::Eval(cmd) => eval::run(cmd),
         }
     });
     match result {

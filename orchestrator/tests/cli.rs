@@ -301,3 +301,46 @@ fn bench_runtime_prints_json_for_scripts() {
     }
     assert!(v["candle_stock"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn eval_agents_measures_language_detection_on_a_labelled_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        ("def f(x):\n    return x + 1\n", "python"),
+        (
+            "package main\n\nimport \"fmt\"\n\nfunc main() {\n    fmt.Println(1)\n}\n",
+            "go",
+        ),
+        ("SELECT name FROM users WHERE id = 1;", "sql"),
+        (
+            "#include <stdio.h>\nint main(void) { printf(\"x\"); return 0; }\n",
+            "c",
+        ),
+    ];
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({ "text": t, "label": l }).to_string())
+        .collect();
+    std::fs::write(dir.path().join("code-language-dev.jsonl"), lines.join("\n")).unwrap();
+    let o = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let task = &v["tasks"][0];
+    assert_eq!(task["task"], "code.detect_language");
+    assert_eq!(task["items"], 4);
+    assert_eq!(task["accuracy"], 1.0);
+    assert_eq!(task["confidence_buckets"].as_array().unwrap().len(), 4);
+    let table = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap()]);
+    assert!(stdout(&table).contains("macro-F1"), "{}", stdout(&table));
+
+    std::fs::write(dir.path().join("code-language-dev.jsonl"), "{\"text\": \"x\"}\n").unwrap();
+    let o = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(":1: each line needs string fields `text` and `label`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triage(&["eval", "agents", "--data", "/nonexistent"]);
+    assert!(stderr(&o).contains("/nonexistent/code-language-dev.jsonl") && stderr(&o).contains("--data DIR"));
+}

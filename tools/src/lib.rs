@@ -1,7 +1,7 @@
 //! Deterministic domain tools for the specialists: plain typed functions,
-//! no MCP and no model inside (see DESIGN.md, "Specialists").
-//!
-//! The specialists' tools (contract clause splitting, amount extraction,
-//! fraud screening, language detection, code metrics) arrive here with the
-//! specialists themselves; a model does what needs language understanding,
-//! and the functions in this crate do what code does better.
+//! no MCP and no model inside (see DESIGN.md, "Specialists"). Parameters
+//! and results derive `JsonSchema`, so a specialist can publish them as a
+//! tool's input and output schemas unchanged. A model does what needs
+//! language understanding; these functions do what code does better.
+
+pub mod code;
