@@ -180,7 +180,7 @@ fn report(task: &Task, results: &[(String, String, f64, f64)], total_ms: f64) ->
         *confusions.entry((r.0.as_str(), r.1.as_str())).or_default() += 1;
     }
     let mut confusions: Vec<_> = confusions.into_iter().collect();
-    confusions.sort_by(|a, b| b.1.cmp(&a.1));
+    confusions.sort_by_key(|c| std::cmp::Reverse(c.1));
     let buckets: Vec<serde_json::Value> = BUCKETS
         .iter()
         .enumerate()
