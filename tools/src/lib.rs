@@ -5,3 +5,22 @@
 //! language understanding; these functions do what code does better.
 
 pub mod code;
+pub mod finance;
+
+/// A tool refused its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// A parameter is missing, malformed or out of range.
+    #[error("invalid `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ToolError {
+    pub(crate) fn invalid(field: &str, message: String) -> ToolError {
+        ToolError::Invalid {
+            field: field.to_string(),
+            message,
+        }
+    }
+}
