@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", t.text);
                 std::io::stdout().flush()?;
             }
+            StreamEvent::Text(text) => print!("{text}"),
             StreamEvent::Done(g) => {
                 println!(
                     "\n\n[{} tokens, {:.1} tok/s, mean log-prob {:.2}]",

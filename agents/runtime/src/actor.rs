@@ -11,7 +11,8 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::Error;
 use crate::engine::{
-    Engine, GenerateParams, Generation, LabelScore, LoadOptions, ModelInfo, Prompt, TokenEvent,
+    Engine, GenerateParams, Generation, GenerationEvent, LabelScore, LoadOptions, ModelInfo, Prompt,
+    TokenEvent,
 };
 
 type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
@@ -82,10 +83,15 @@ impl<M: 'static> Actor<M> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Box::new(move |m: &mut M| {
-                let _ = reply.send(f(m));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m)));
+                let _ = reply.send(result.map_err(|_| ()));
             }))
             .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
-        rx.await.map_err(|_| Error::WorkerGone(self.name.to_string()))
+        match rx.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(())) => Err(Error::RequestPanicked(self.name.to_string())),
+            Err(_) => Err(Error::WorkerGone(self.name.to_string())),
+        }
     }
 
     /// Queues `f` without waiting for it.
@@ -105,6 +111,9 @@ fn thread_name() -> String {
 pub enum StreamEvent {
     /// A token was generated.
     Token(TokenEvent),
+    /// Text released at the end without a new token (held back as a
+    /// possible stop sequence start, or an unfinished character).
+    Text(String),
     /// Generation ended; the full result.
     Done(Box<Generation>),
     /// Generation failed.
@@ -173,13 +182,21 @@ impl LlmHandle {
     ) -> tokio_mpsc::UnboundedReceiver<StreamEvent> {
         let (tx, rx) = tokio_mpsc::unbounded_channel();
         let events = tx.clone();
+        let name = self.info.name.clone();
         let sent = self.actor.send(move |engine: &mut Engine| {
-            let result = engine.generate(&prompt, &params, |t| {
-                events.send(StreamEvent::Token(t.clone())).is_ok()
-            });
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.generate(&prompt, &params, |event| {
+                    let event = match event {
+                        GenerationEvent::Token(t) => StreamEvent::Token(t.clone()),
+                        GenerationEvent::Tail(text) => StreamEvent::Text(text.to_string()),
+                    };
+                    events.send(event).is_ok()
+                })
+            }));
             let _ = match result {
-                Ok(g) => tx.send(StreamEvent::Done(Box::new(g))),
-                Err(e) => tx.send(StreamEvent::Failed(e.to_string())),
+                Ok(Ok(g)) => tx.send(StreamEvent::Done(Box::new(g))),
+                Ok(Err(e)) => tx.send(StreamEvent::Failed(e.to_string())),
+                Err(_) => tx.send(StreamEvent::Failed(Error::RequestPanicked(name).to_string())),
             };
         });
         if let Err(e) = sent {

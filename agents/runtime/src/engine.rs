@@ -81,7 +81,8 @@ impl Default for GenerateParams {
 }
 
 impl GenerateParams {
-    fn validate(&self) -> Result<(), Error> {
+    /// Checks the ranges of every parameter.
+    pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::InvalidRequest(m));
         if self.max_tokens == 0 {
             return bad("max_tokens must be at least 1".into());
@@ -147,6 +148,16 @@ pub struct TokenEvent {
     /// character, or held back as a possible stop sequence start) or carry
     /// text of earlier tokens.
     pub text: String,
+}
+
+/// What a generation reports while it runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GenerationEvent<'a> {
+    /// A token was generated.
+    Token(&'a TokenEvent),
+    /// Text released at the end without a new token: what was held back as
+    /// the possible start of a stop sequence, or an unfinished character.
+    Tail(&'a str),
 }
 
 /// Timings and counts of one generation.
@@ -288,32 +299,59 @@ impl Engine {
     }
 
     /// The prompt as token ids.
+    ///
+    /// In a chat, only the template's own text may produce control tokens:
+    /// message contents are tokenized as plain text, so a document that
+    /// contains `<|im_end|>` cannot close its turn and open another.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, Error> {
-        let text = match prompt {
-            Prompt::Tokens(ids) => return Ok(ids.clone()),
-            Prompt::Text(t) => t.clone(),
-            Prompt::Chat(messages) => {
-                let template = self.template.as_ref().ok_or_else(|| {
-                    Error::InvalidRequest("this model has no chat template; send a text prompt".into())
-                })?;
-                template.render(messages, true)?
-            }
-        };
         let mut ids = Vec::new();
         if let Some((bos, true)) = self.tokenizer.bos {
             ids.push(bos);
         }
-        ids.extend(self.tokenizer.encode(&text, true)?);
+        match prompt {
+            Prompt::Tokens(given) => return Ok(given.clone()),
+            Prompt::Text(text) => ids.extend(self.tokenizer.encode(text, true)?),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    Error::InvalidRequest("this model has no chat template; send a text prompt".into())
+                })?;
+                // Render with a placeholder per message, then tokenize the
+                // template's text and each content separately.
+                let marked: Vec<Message> = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| Message {
+                        role: m.role.clone(),
+                        content: format!("{OPEN}{i}{CLOSE}"),
+                    })
+                    .collect();
+                let rendered = template.render(&marked, true)?;
+                let mut rest = rendered.as_str();
+                while let Some(start) = rest.find(OPEN) {
+                    ids.extend(self.tokenizer.encode(&rest[..start], true)?);
+                    let after = &rest[start + OPEN.len_utf8()..];
+                    let end = after.find(CLOSE).ok_or_else(|| {
+                        Error::Template("the chat template altered a message placeholder".into())
+                    })?;
+                    let index: usize = after[..end].parse().map_err(|_| {
+                        Error::Template("the chat template altered a message placeholder".into())
+                    })?;
+                    ids.extend(self.tokenizer.encode(&messages[index].content, false)?);
+                    rest = &after[end + CLOSE.len_utf8()..];
+                }
+                ids.extend(self.tokenizer.encode(rest, true)?);
+            }
+        }
         Ok(ids)
     }
 
-    /// Generates a continuation; `on_token` sees each token as it is made
+    /// Generates a continuation; `on_event` sees each token as it is made
     /// and returns `false` to cancel.
     pub fn generate(
         &mut self,
         prompt: &Prompt,
         params: &GenerateParams,
-        mut on_token: impl FnMut(&TokenEvent) -> bool,
+        mut on_event: impl FnMut(GenerationEvent<'_>) -> bool,
     ) -> Result<Generation, Error> {
         params.validate()?;
         let prompt = self.prompt_tokens(prompt)?;
@@ -356,6 +394,13 @@ impl Engine {
                 break FinishReason::Eos;
             }
             history.push(id);
+            // Control tokens have no bytes; a stop sequence can still name one.
+            if self.tokenizer.is_special(id)
+                && let Some(name) = self.tokenizer.token_text(id)
+                && params.stop.contains(&name)
+            {
+                break FinishReason::Stop;
+            }
             let piece = utf8.push(self.tokenizer.token_bytes(id));
             let (released, stopped) = match stops.push(&piece) {
                 StopCheck::Continue(t) => (t, false),
@@ -367,7 +412,7 @@ impl Engine {
                 logprob: logprobs[id as usize],
                 text: released,
             };
-            let keep_going = on_token(&event);
+            let keep_going = on_event(GenerationEvent::Token(&event));
             tokens.push(event);
             if stopped {
                 break FinishReason::Stop;
@@ -396,11 +441,7 @@ impl Engine {
                 if let Some(last) = tokens.last_mut() {
                     last.text.push_str(&tail);
                 }
-                on_token(&TokenEvent {
-                    id: tokens.last().map_or(0, |t| t.id),
-                    logprob: 0.0,
-                    text: tail,
-                });
+                on_event(GenerationEvent::Tail(&tail));
             }
         }
         let generation_ms = gen_start.elapsed().as_secs_f64() * 1e3;
@@ -411,8 +452,16 @@ impl Engine {
             prompt_ms,
             generation_ms,
             prompt_tokens_per_s: per_second(prompt.len(), prompt_ms),
-            // The first token comes from the prompt pass; later ones each cost a forward.
-            generation_tokens_per_s: per_second(n.saturating_sub(1), generation_ms),
+            // The first token comes from the prompt pass; each later one, and
+            // the end-of-sequence token when there is one, costs a forward.
+            generation_tokens_per_s: per_second(
+                if finish == FinishReason::Eos {
+                    n
+                } else {
+                    n.saturating_sub(1)
+                },
+                generation_ms,
+            ),
         };
         Ok(Generation {
             text,
@@ -446,9 +495,11 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
         let context = self.model.config().context_length;
-        if prompt.len() + longest > context {
-            return Err(Error::PromptTooLong {
-                prompt_tokens: prompt.len() + longest,
+        // The last candidate token is scored, never fed back.
+        if prompt.len() + longest - 1 > context {
+            return Err(Error::ScoringTooLong {
+                prompt_tokens: prompt.len(),
+                candidate_tokens: longest,
                 context,
             });
         }
@@ -487,6 +538,10 @@ impl Engine {
         Ok(logits.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
     }
 }
+
+/// Private-use characters around message placeholders in a rendered chat.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
 
 fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }

@@ -28,6 +28,20 @@ pub enum Error {
         "the prompt is {prompt_tokens} tokens but the model's context holds {context} (with room for at least one generated token); shorten the prompt"
     )]
     PromptTooLong { prompt_tokens: usize, context: usize },
+    /// The prompt and the longest candidate of label scoring do not fit.
+    #[error(
+        "label scoring needs the prompt ({prompt_tokens} tokens) and the longest candidate ({candidate_tokens} tokens) to fit in the model's context of {context}; shorten the prompt"
+    )]
+    ScoringTooLong {
+        prompt_tokens: usize,
+        candidate_tokens: usize,
+        context: usize,
+    },
+    /// A request panicked inside the model worker; the worker goes on serving.
+    #[error(
+        "the request failed inside the model worker `{0}` (a bug: please report it); the model keeps serving"
+    )]
+    RequestPanicked(String),
     /// Request parameters out of range.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

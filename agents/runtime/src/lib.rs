@@ -21,8 +21,8 @@ pub use actor::{Actor, LlmHandle, StreamEvent};
 pub use chat::{ChatTemplate, Message};
 pub use embed::{EmbedHandle, Embedder, MAX_TOKENS as EMBED_MAX_TOKENS, cosine};
 pub use engine::{
-    Engine, FinishReason, GenerateParams, Generation, GenerationStats, LabelScore, LoadOptions, ModelInfo,
-    Prompt, TokenEvent,
+    Engine, FinishReason, GenerateParams, Generation, GenerationEvent, GenerationStats, LabelScore,
+    LoadOptions, ModelInfo, Prompt, TokenEvent,
 };
 pub use error::Error;
 pub use llama::{Llama, LlamaConfig, Logits};

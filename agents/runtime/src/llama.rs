@@ -110,6 +110,11 @@ impl Llama {
         let n_kv_head = md_u32("llama.attention.head_count_kv").unwrap_or(n_head);
         let trained_context = md_u32("llama.context_length")?;
         let context_length = max_context.map_or(trained_context, |m| m.min(trained_context));
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
+            return Err(format_err(format!(
+                "inconsistent attention shape: {n_head} heads, {n_kv_head} key/value heads, embedding {n_embd}"
+            )));
+        }
         let head_dim = n_embd / n_head;
         let rope_theta = content
             .metadata
@@ -204,16 +209,21 @@ impl Llama {
         if len >= self.cached {
             return Ok(());
         }
+        self.truncate_layers(len)?;
+        self.cached = len;
+        Ok(())
+    }
+
+    fn truncate_layers(&mut self, len: usize) -> Result<(), Error> {
         for layer in &mut self.layers {
             if let Some((k, v)) = &layer.cache {
-                layer.cache = if len == 0 {
-                    None
-                } else {
-                    Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?))
-                };
+                if len == 0 {
+                    layer.cache = None;
+                } else if k.dim(2)? > len {
+                    layer.cache = Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?));
+                }
             }
         }
-        self.cached = len;
         Ok(())
     }
 
@@ -229,6 +239,16 @@ impl Llama {
     /// `(n, vocab)`: `n` is 1 for [`Logits::Last`], `tokens.len()` for
     /// [`Logits::All`].
     pub fn forward(&mut self, tokens: &[u32], want: Logits) -> Result<Tensor, Error> {
+        let result = self.forward_inner(tokens, want);
+        if result.is_err() {
+            // Earlier layers may have grown their caches already.
+            let cached = self.cached;
+            self.truncate_layers(cached)?;
+        }
+        result
+    }
+
+    fn forward_inner(&mut self, tokens: &[u32], want: Logits) -> Result<Tensor, Error> {
         let _enter = self.span.enter();
         let seq = tokens.len();
         if seq == 0 {

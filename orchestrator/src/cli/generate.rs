@@ -47,7 +47,6 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
     if args.prompt.trim().is_empty() {
         bail!("the prompt is empty: pass the text to complete, e.g. triage generate \"What is a clause?\"");
     }
-    let llm = ctx.llm()?;
     let prompt = if args.raw {
         Prompt::Text(args.prompt.clone())
     } else {
@@ -63,12 +62,19 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         stop: args.stop.clone(),
         ..Default::default()
     };
+    // Refuse bad options before fetching or loading anything.
+    params.validate()?;
+    let llm = ctx.llm()?;
     let mut events = llm.generate_stream(prompt, params);
     let mut stdout = std::io::stdout().lock();
+    // One listener for the whole generation: a Ctrl-C arriving while a
+    // token is being written is still seen.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let generation = loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut ctrl_c => {
                 drop(events); // cancels the generation at the next token
                 if !args.json { writeln!(stdout)?; }
                 eprintln!("cancelled");
@@ -80,7 +86,11 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
                 stdout.write_all(t.text.as_bytes())?;
                 stdout.flush()?;
             }
-            Some(StreamEvent::Token(_)) => {}
+            Some(StreamEvent::Text(text)) if !args.json => {
+                stdout.write_all(text.as_bytes())?;
+                stdout.flush()?;
+            }
+            Some(StreamEvent::Token(_) | StreamEvent::Text(_)) => {}
             Some(StreamEvent::Done(g)) => break g,
             Some(StreamEvent::Failed(e)) => bail!("{e}"),
             None => bail!("the model worker stopped before finishing"),

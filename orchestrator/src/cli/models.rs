@@ -149,6 +149,8 @@ fn summary(ctx: &triage::Context, m: &ModelSpec) -> anyhow::Result<&'static str>
         .any(|s| matches!(s.state, FileState::Corrupt { .. }))
     {
         "corrupt"
+    } else if status.iter().any(|s| s.state == FileState::Verified) {
+        "partial"
     } else {
         "not fetched"
     })
