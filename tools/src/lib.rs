@@ -6,6 +6,7 @@
 
 pub mod code;
 pub mod finance;
+pub mod legal;
 
 /// A tool refused its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
