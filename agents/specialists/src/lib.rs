@@ -1,0 +1,10 @@
+//! The specialists: legal, finance, code and general agents, each a small
+//! model plus a domain prompt plus tools.
+//!
+//! [`AgentSpec`] is one `specs/agents/NAME.toml`, loaded with validation:
+//! an unknown field, model or tool is an error that names the file, the
+//! line and what was expected.
+
+mod spec;
+
+pub use spec::{AgentSpec, SpecError, Thresholds, load_dir, tools_for_domain};
