@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; one file per command under `cli/`.
 
+mod agent;
 mod bench;
 mod embed;
 mod eval;
@@ -28,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a specialist agent.
+    #[command(subcommand)]
+    Agent(agent::Command),
     /// Generate text with the local model, streaming it to stdout.
     Generate(generate::Args),
     /// Embed texts with MiniLM; print vectors or their cosine similarities.
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let ctx = triage::Context::new(cli.catalog.as_deref())?;
         match cli.command {
+            Command::Agent(cmd) => agent::run(&ctx, cmd).await,
             Command::Generate(args) => generate::run(&ctx, args).await,
             Command::Embed(args) => embed::run(&ctx, args).await,
             Command::Models(cmd) => models::run(&ctx, cmd),

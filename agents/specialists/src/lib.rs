@@ -5,6 +5,8 @@
 //! an unknown field, model or tool is an error that names the file, the
 //! line and what was expected.
 
+mod server;
 mod spec;
 
-pub use spec::{AgentSpec, SpecError, Thresholds, load_dir, tools_for_domain};
+pub use server::{AskParams, AskResult, SpecialistServer};
+pub use spec::{AgentSpec, SpecError, Thresholds, builtin, load_dir, tools_for_domain};

@@ -193,6 +193,22 @@ impl AgentSpec {
     }
 }
 
+/// The specs shipped in `specs/agents/`, compiled in: (file name, text).
+const BUILTIN: &[(&str, &str)] = &[
+    ("code.toml", include_str!("../../../specs/agents/code.toml")),
+    ("finance.toml", include_str!("../../../specs/agents/finance.toml")),
+    ("general.toml", include_str!("../../../specs/agents/general.toml")),
+    ("legal.toml", include_str!("../../../specs/agents/legal.toml")),
+];
+
+/// The shipped specs (`specs/agents/*.toml`, compiled in), sorted by name.
+pub fn builtin(catalog: &Catalog) -> Result<Vec<AgentSpec>, SpecError> {
+    BUILTIN
+        .iter()
+        .map(|(file, text)| AgentSpec::parse(text, &Path::new("specs/agents").join(file), catalog))
+        .collect()
+}
+
 /// Loads every `*.toml` in a folder, sorted by name.
 pub fn load_dir(dir: &Path, catalog: &Catalog) -> Result<Vec<AgentSpec>, SpecError> {
     let entries = std::fs::read_dir(dir).map_err(|source| SpecError::Read {
@@ -226,6 +242,8 @@ mod tests {
     #[test]
     fn the_shipped_specs_load_with_at_least_30_examples_each() {
         let specs = load_dir(&specs_dir(), &Catalog::builtin()).unwrap();
+        let compiled = builtin(&Catalog::builtin()).unwrap();
+        assert_eq!(specs.len(), compiled.len());
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["code", "finance", "general", "legal"]);
         for s in &specs {
