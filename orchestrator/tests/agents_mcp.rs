@@ -171,7 +171,14 @@ async fn bad_input_gets_an_error_a_person_can_act_on_and_the_server_keeps_servin
     let long = "word ".repeat(9000);
     let r = call(&client, "ask", json!({ "question": long })).await;
     assert_eq!(r.is_error, Some(true));
-    assert!(r.content[0].as_text().unwrap().text.contains("shorten the prompt"), "{r:?}");
+    assert!(
+        r.content[0]
+            .as_text()
+            .unwrap()
+            .text
+            .contains("shorten the prompt"),
+        "{r:?}"
+    );
     // Still serving.
     let r = call(&client, "extract_amounts", json!({ "text": "$5" })).await;
     assert_eq!(structured(&r)["amounts"][0]["value"], 5.0);
