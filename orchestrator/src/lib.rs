@@ -35,8 +35,13 @@ impl Context {
 
     /// The generation model (SmolLM2), loaded once per process.
     pub fn llm(&self) -> anyhow::Result<LlmHandle> {
-        let files = self.model_files(SMOLLM2)?;
-        LlmHandle::shared(&files.main_file()).with_context(|| format!("loading {SMOLLM2}"))
+        self.llm_named(SMOLLM2)
+    }
+
+    /// A catalog generation model, fetched if needed and loaded once per process.
+    pub fn llm_named(&self, name: &str) -> anyhow::Result<LlmHandle> {
+        let files = self.model_files(name)?;
+        LlmHandle::shared(&files.main_file()).with_context(|| format!("loading {name}"))
     }
 
     /// The sentence-embedding model (MiniLM).

@@ -628,6 +628,21 @@ pub fn detect_language(params: &DetectLanguageParams) -> DetectedLanguage {
     }
 }
 
+/// Function definitions, branch keywords, boolean operators and ternaries,
+/// compiled once.
+fn metric_patterns() -> &'static [Regex; 4] {
+    static PATTERNS: OnceLock<[Regex; 4]> = OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        [
+            r"(?m)^\s*(pub(\(crate\))?\s+)?(async\s+)?(def|fn|func|fun|function)\s+[\w.]+|(?m)^\s*(public|private|protected|static|internal)[\w\s<>\[\],]*\s\w+\s*\([^;]*\)\s*(throws [\w, ]+)?\s*\{?\s*$|=>\s*\{",
+            r"\b(if|elif|elsif|else if|for|foreach|while|until|case|when|catch|except|unless|guard)\b",
+            r"&&|\|\||\band\b|\bor\b",
+            r"\?[^?:.\n]+:",
+        ]
+        .map(|p| Regex::new(p).expect("valid metric pattern"))
+    })
+}
+
 fn index_of(language: &str) -> usize {
     LANGUAGES
         .iter()
@@ -712,19 +727,9 @@ pub fn code_metrics(params: &CodeMetricsParams) -> CodeMetrics {
             code_lines += 1;
         }
     }
-    let count = |re: &str| {
-        Regex::new(re)
-            .expect("valid metric pattern")
-            .find_iter(code)
-            .count()
-    };
-    let functions = count(
-        r"(?m)^\s*(pub(\(crate\))?\s+)?(async\s+)?(def|fn|func|fun|function)\s+[\w.]+|(?m)^\s*(public|private|protected|static|internal)[\w\s<>\[\],]*\s\w+\s*\([^;]*\)\s*(throws [\w, ]+)?\s*\{?\s*$|=>\s*\{",
-    );
-    let decisions =
-        count(r"\b(if|elif|elsif|else if|for|foreach|while|until|case|when|catch|except|unless|guard)\b")
-            + count(r"&&|\|\||\band\b|\bor\b")
-            + count(r"\?[^?:.\n]+:");
+    let [functions, branches, booleans, ternaries] =
+        metric_patterns().each_ref().map(|re| re.find_iter(code).count());
+    let decisions = branches + booleans + ternaries;
     let max_nesting = if language == "python" {
         let indents: Vec<usize> = code
             .lines()

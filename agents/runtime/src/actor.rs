@@ -242,7 +242,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn calls_run_one_at_a_time_in_order() {
+    async fn calls_never_overlap() {
+        // Each call sees a different number of earlier calls: none ran
+        // alongside another.
         let actor = Actor::spawn("counter", || Ok(Vec::<usize>::new())).unwrap();
         let calls: Vec<_> = (0..20)
             .map(|i| {

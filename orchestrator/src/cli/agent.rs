@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use rmcp::ServiceExt;
-use triage_agents::{AgentSpec, SpecialistServer};
+use triage_agents::SpecialistServer;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -36,7 +36,7 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
             known.join(", ")
         );
     };
-    let llm = llm_for(ctx, &spec)?;
+    let llm = ctx.llm_named(&spec.model)?;
     tracing::info!(agent = %spec.name, "serving over stdio");
     let server = SpecialistServer::new(spec, llm)
         .serve(rmcp::transport::stdio())
@@ -44,9 +44,4 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
         .context("starting the MCP session on stdio")?;
     server.waiting().await.context("serving MCP on stdio")?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn llm_for(ctx: &triage::Context, spec: &AgentSpec) -> anyhow::Result<triage_runtime::LlmHandle> {
-    let files = ctx.model_files(&spec.model)?;
-    triage_runtime::LlmHandle::shared(&files.main_file()).with_context(|| format!("loading {}", spec.model))
 }
