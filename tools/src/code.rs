@@ -16,6 +16,10 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod review;
+
+pub use review::{Finding, Review, ReviewParams, Severity, review_code};
+
 /// The languages [`detect_language`] knows, spelled as it returns them.
 pub const LANGUAGES: &[&str] = &[
     "c",

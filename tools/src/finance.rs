@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ToolError;
 
+pub mod sentiment;
+
+pub use sentiment::{SENTIMENTS, sentiment_cues};
+
 /// Input of [`extract_amounts`].
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct ExtractAmountsParams {

@@ -8,6 +8,10 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod clause_types;
+
+pub use clause_types::{CLAUSE_TYPES, clause_cues};
+
 /// Input of [`split_clauses`] and [`extract_terms`].
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct ContractText {

@@ -5,6 +5,7 @@
 //! language understanding; these functions do what code does better.
 
 pub mod code;
+pub mod cues;
 pub mod finance;
 pub mod legal;
 
