@@ -142,15 +142,23 @@ impl EmbedHandle {
         self.dim
     }
 
-    /// Embeds texts in batches of at most `batch`.
+    /// Embeds texts in batches of at most 64, grouped by length so that
+    /// little of each batch is padding; the vectors come back in the
+    /// order of `texts`.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Error> {
         let texts = Arc::new(texts);
         self.actor
             .call(move |e: &mut Embedder| {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let mut out = Vec::with_capacity(refs.len());
+                let mut order: Vec<usize> = (0..texts.len()).collect();
+                order.sort_by_key(|&i| texts[i].len());
+                let refs: Vec<&str> = order.iter().map(|&i| texts[i].as_str()).collect();
+                let mut out = vec![Vec::new(); texts.len()];
+                let mut at = 0;
                 for chunk in refs.chunks(64) {
-                    out.extend(e.embed(chunk)?);
+                    for v in e.embed(chunk)? {
+                        out[order[at]] = v;
+                        at += 1;
+                    }
                 }
                 Ok(out)
             })

@@ -5,8 +5,12 @@
 //! an unknown field, model or tool is an error that names the file, the
 //! line and what was expected.
 
+mod card;
+pub mod labels;
 mod server;
 mod spec;
 
-pub use server::{AskParams, AskResult, SpecialistServer};
-pub use spec::{AgentSpec, SpecError, Thresholds, builtin, load_dir, tools_for_domain};
+pub use card::{CardFile, CardModel, ModelCard};
+pub use labels::{Decision, LabelClassifier, LabelScore, LabelSet};
+pub use server::{AskParams, AskResult, SpecialistServer, label_set_for_tool};
+pub use spec::{AgentSpec, Measured, SpecError, Thresholds, builtin, load_dir, tools_for_domain};

@@ -23,6 +23,8 @@ pub struct AgentSpec {
     /// Requests it should get: the router learns from them.
     pub examples: Vec<String>,
     pub thresholds: Thresholds,
+    /// Figures measured on the dev data, shown on the model card.
+    pub measured: Vec<Measured>,
     /// The file it was read from.
     pub path: PathBuf,
 }
@@ -38,6 +40,20 @@ pub struct Thresholds {
     pub route_min_probability: f64,
 }
 
+/// One measurement of a tool, as `triage eval agents` printed it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measured {
+    pub tool: String,
+    /// The file measured on and how many items it holds.
+    pub data: String,
+    pub items: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// The command that produced the figures.
+    pub command: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -50,6 +66,8 @@ struct RawSpec {
     tools: Vec<Spanned<String>>,
     examples: Spanned<Vec<String>>,
     thresholds: Spanned<Thresholds>,
+    #[serde(default)]
+    measured: Vec<Spanned<Measured>>,
 }
 
 /// A spec file that cannot be used, with where and why.
@@ -178,6 +196,17 @@ impl AgentSpec {
                 ));
             }
         }
+        for m in &raw.measured {
+            if !raw.tools.iter().any(|t| t.get_ref() == &m.get_ref().tool) {
+                return Err(at(
+                    Some(m.span()),
+                    format!(
+                        "measured tool `{}` is not one of this spec's tools",
+                        m.get_ref().tool
+                    ),
+                ));
+            }
+        }
         Ok(AgentSpec {
             name: raw.name.into_inner(),
             domain: raw.domain.into_inner(),
@@ -188,6 +217,7 @@ impl AgentSpec {
             tools: raw.tools.into_iter().map(Spanned::into_inner).collect(),
             examples: raw.examples.into_inner(),
             thresholds: t,
+            measured: raw.measured.into_iter().map(Spanned::into_inner).collect(),
             path: path.to_path_buf(),
         })
     }
@@ -224,7 +254,7 @@ pub fn load_dir(dir: &Path, catalog: &Catalog) -> Result<Vec<AgentSpec>, SpecErr
     paths.iter().map(|p| AgentSpec::load(p, catalog)).collect()
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
