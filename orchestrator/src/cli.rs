@@ -90,7 +90,7 @@ pub fn main() -> ExitCode {
             Command::Embed(args) => embed::run(&ctx, args).await,
             Command::Models(cmd) => models::run(&ctx, cmd),
             Command::Bench(cmd) => bench::run(&ctx, cmd).await,
-            Command::Eval(cmd) => eval::run(cmd),
+            Command::Eval(cmd) => eval::run(&ctx, cmd).await,
         }
     });
     match result {

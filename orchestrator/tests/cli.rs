@@ -358,7 +358,27 @@ fn eval_agents_measures_language_detection_on_a_labelled_file() {
         .map(|(t, l)| serde_json::json!({ "text": t, "label": l }).to_string())
         .collect();
     std::fs::write(dir.path().join("code-language-dev.jsonl"), lines.join("\n")).unwrap();
-    let o = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap(), "--json"]);
+    let d = dir.path().to_str().unwrap();
+    // Every task's file is read before anything runs: a missing one is
+    // named, with what to do.
+    let o = triage(&["eval", "agents", "--data", d]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("finance-sentiment-dev.jsonl") && stderr(&o).contains("--data DIR"),
+        "{}",
+        stderr(&o)
+    );
+    let o = triage(&["eval", "agents", "--task", "weather"]);
+    assert!(stderr(&o).contains("unknown task `weather`") && stderr(&o).contains("finance.sentiment"));
+    let o = triage(&[
+        "eval",
+        "agents",
+        "--data",
+        d,
+        "--task",
+        "code.detect_language",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let task = &v["tasks"][0];
@@ -366,7 +386,7 @@ fn eval_agents_measures_language_detection_on_a_labelled_file() {
     assert_eq!(task["items"], 4);
     assert_eq!(task["accuracy"], 1.0);
     assert_eq!(task["confidence_buckets"].as_array().unwrap().len(), 4);
-    let table = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap()]);
+    let table = triage(&["eval", "agents", "--data", d, "--task", "code.detect_language"]);
     assert!(stdout(&table).contains("macro-F1"), "{}", stdout(&table));
 
     std::fs::write(dir.path().join("code-language-dev.jsonl"), "{\"text\": \"x\"}\n").unwrap();
@@ -379,4 +399,46 @@ fn eval_agents_measures_language_detection_on_a_labelled_file() {
     );
     let o = triage(&["eval", "agents", "--data", "/nonexistent"]);
     assert!(stderr(&o).contains("/nonexistent/code-language-dev.jsonl") && stderr(&o).contains("--data DIR"));
+}
+
+#[test]
+fn eval_agents_measures_sentiment_with_details_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        ("Net profit rose to EUR 12 mn from EUR 8 mn.", "positive"),
+        ("The company will cut 200 jobs after sales fell 30 %.", "negative"),
+        ("The company is headquartered in Oulu, Finland.", "neutral"),
+    ];
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({ "text": t, "label": l }).to_string())
+        .collect();
+    std::fs::write(dir.path().join("finance-sentiment-dev.jsonl"), lines.join("\n")).unwrap();
+    let details = dir.path().join("details.jsonl");
+    let o = triage(&[
+        "eval",
+        "agents",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--task",
+        "finance.sentiment",
+        "--details",
+        details.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["tasks"][0]["task"], "finance.sentiment");
+    assert_eq!(v["tasks"][0]["accuracy"], 1.0);
+    let written = std::fs::read_to_string(&details).unwrap();
+    let first: serde_json::Value = serde_json::from_str(written.lines().next().unwrap()).unwrap();
+    assert_eq!(first["predicted"], "positive");
+    assert_eq!(first["evidence"].as_array().unwrap().len(), 3);
+    assert!(
+        first["evidence"][0]["cues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "rose")
+    );
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
+use triage_agents::{LabelClassifier, LabelSet};
 use triage_tools::code::{DetectLanguageParams, detect_language};
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,53 +24,115 @@ pub struct AgentsArgs {
     /// Folder holding the labelled files (fields `text` and `label`).
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
+    /// Measure only these tasks (e.g. `finance.sentiment`); all by default.
+    #[arg(long = "task", value_name = "TASK")]
+    tasks: Vec<String>,
+    /// Also write every item's prediction, confidence and per-label
+    /// evidence to this JSON Lines file, for error analysis.
+    #[arg(long, value_name = "FILE")]
+    details: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// How a task labels a text.
+#[derive(Clone, Copy)]
+enum Method {
+    /// A deterministic tool.
+    Tool(fn(&str) -> (String, f64, serde_json::Value)),
+    /// A label classifier over a label set in `specs/labels/`.
+    Labels(&'static str),
 }
 
 /// One classification task: a labelled file and the tool that labels it.
 struct Task {
     name: &'static str,
     file: &'static str,
-    classify: fn(&str) -> (String, f64),
+    method: Method,
 }
 
-/// The tasks that exist so far. Finance sentiment and clause types join
-/// when their specialists do.
-const TASKS: &[Task] = &[Task {
-    name: "code.detect_language",
-    file: "code-language-dev.jsonl",
-    classify: |text| {
-        let d = detect_language(&DetectLanguageParams {
-            code: text.to_string(),
-        });
-        (d.language, d.confidence)
+const TASKS: &[Task] = &[
+    Task {
+        name: "code.detect_language",
+        file: "code-language-dev.jsonl",
+        method: Method::Tool(|text| {
+            let d = detect_language(&DetectLanguageParams {
+                code: text.to_string(),
+            });
+            let evidence = json!({ "candidates": d.candidates, "evidence": d.evidence });
+            (d.language, d.confidence, evidence)
+        }),
     },
-}];
+    Task {
+        name: "finance.sentiment",
+        file: "finance-sentiment-dev.jsonl",
+        method: Method::Labels("sentiment"),
+    },
+    Task {
+        name: "legal.classify_clauses",
+        file: "legal-clauses-dev.jsonl",
+        method: Method::Labels("clause-types"),
+    },
+];
 
 /// Confidence buckets: [0, 0.5), [0.5, 0.8), [0.8, 0.95), [0.95, 1].
 const BUCKETS: [f64; 4] = [0.0, 0.5, 0.8, 0.95];
 
-pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Agents(args) = cmd;
+    if let Some(unknown) = args.tasks.iter().find(|t| !TASKS.iter().any(|k| k.name == *t)) {
+        let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
+        bail!("unknown task `{unknown}`; the tasks are: {}", known.join(", "));
+    }
+    let tasks: Vec<&Task> = TASKS
+        .iter()
+        .filter(|t| args.tasks.is_empty() || args.tasks.iter().any(|n| n == t.name))
+        .collect();
+    // Read every file first, so a missing one fails before any model loads.
+    let mut inputs = Vec::with_capacity(tasks.len());
+    for task in &tasks {
+        inputs.push(read_rows(&args.data.join(task.file))?);
+    }
+    let mut details = match &args.details {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut reports = Vec::new();
-    for task in TASKS {
-        let rows = read_rows(&args.data.join(task.file))?;
+    for (task, rows) in tasks.iter().zip(inputs) {
+        let classifier = match task.method {
+            Method::Labels(set) => {
+                let set = LabelSet::builtin(set).with_context(|| format!("no label set `{set}`"))?;
+                Some(LabelClassifier::new(set, ctx.embedder()?).await?)
+            }
+            Method::Tool(_) => None,
+        };
         let mut results = Vec::with_capacity(rows.len());
         let start = Instant::now();
         for (text, label) in &rows {
             let t = Instant::now();
-            let (predicted, confidence) = (task.classify)(text);
-            results.push((
-                label.clone(),
-                predicted,
-                confidence,
-                t.elapsed().as_secs_f64() * 1e3,
-            ));
+            let (predicted, confidence, evidence) = match (task.method, &classifier) {
+                (Method::Tool(f), _) => f(text),
+                (Method::Labels(_), Some(c)) => {
+                    let d = c.classify(vec![text.clone()]).await?.remove(0);
+                    (d.label, d.confidence, json!(d.scores))
+                }
+                (Method::Labels(_), None) => unreachable!("classifier built above"),
+            };
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if let Some(w) = details.as_mut() {
+                let row = json!({ "task": task.name, "label": label, "predicted": predicted, "confidence": confidence, "evidence": evidence, "text": text });
+                writeln!(w, "{row}")?;
+            }
+            results.push((label.clone(), predicted, confidence, ms));
         }
         let total_ms = start.elapsed().as_secs_f64() * 1e3;
         reports.push(report(task, &results, total_ms));
+    }
+    if let Some(mut w) = details {
+        w.flush()?;
     }
     let mut out = std::io::stdout().lock();
     if args.json {
