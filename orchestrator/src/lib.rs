@@ -44,9 +44,9 @@ impl Context {
         LlmHandle::shared(&files.main_file()).with_context(|| format!("loading {name}"))
     }
 
-    /// The sentence-embedding model (MiniLM).
+    /// The sentence-embedding model (MiniLM), loaded once per process.
     pub fn embedder(&self) -> anyhow::Result<EmbedHandle> {
         let files = self.model_files(MINILM)?;
-        EmbedHandle::load(&files.dir).with_context(|| format!("loading {MINILM}"))
+        EmbedHandle::shared(&files.dir).with_context(|| format!("loading {MINILM}"))
     }
 }

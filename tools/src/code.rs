@@ -692,6 +692,41 @@ pub struct CodeMetrics {
     pub longest_line: usize,
 }
 
+/// What a line of source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineKind {
+    Blank,
+    Comment,
+    Code,
+}
+
+/// Each line of `code` with its kind, by the comment syntax of `language`
+/// (`//` and `/* */` everywhere, `#` for python, ruby and shell, `--` for
+/// sql). A line that starts a comment counts as one.
+pub(crate) fn line_kinds<'a>(code: &'a str, language: &str) -> Vec<(LineKind, &'a str)> {
+    let hash_comments = matches!(language, "python" | "ruby" | "shell");
+    let mut in_block_comment = false;
+    code.lines()
+        .map(|line| {
+            let t = line.trim();
+            let kind = if t.is_empty() {
+                LineKind::Blank
+            } else if in_block_comment || t.starts_with("/*") {
+                in_block_comment = !t.contains("*/");
+                LineKind::Comment
+            } else if t.starts_with("//")
+                || (hash_comments && t.starts_with('#') && !t.starts_with("#!"))
+                || (language == "sql" && t.starts_with("--"))
+            {
+                LineKind::Comment
+            } else {
+                LineKind::Code
+            };
+            (kind, line)
+        })
+        .collect()
+}
+
 /// Counts lines, functions, decision points and nesting.
 pub fn code_metrics(params: &CodeMetricsParams) -> CodeMetrics {
     let code = params.code.as_str();
@@ -706,29 +741,18 @@ pub fn code_metrics(params: &CodeMetricsParams) -> CodeMetrics {
             })
             .language
         });
-    let hash_comments = matches!(language.as_str(), "python" | "ruby" | "shell");
     let mut lines = 0;
     let mut code_lines = 0;
     let mut comment_lines = 0;
     let mut blank_lines = 0;
     let mut longest_line = 0;
-    let mut in_block_comment = false;
-    for line in code.lines() {
+    for (kind, line) in line_kinds(code, &language) {
         lines += 1;
         longest_line = longest_line.max(line.chars().count());
-        let t = line.trim();
-        if t.is_empty() {
-            blank_lines += 1;
-        } else if in_block_comment || t.starts_with("/*") {
-            comment_lines += 1;
-            in_block_comment = !t.contains("*/");
-        } else if t.starts_with("//")
-            || (hash_comments && t.starts_with('#') && !t.starts_with("#!"))
-            || (language == "sql" && t.starts_with("--"))
-        {
-            comment_lines += 1;
-        } else {
-            code_lines += 1;
+        match kind {
+            LineKind::Blank => blank_lines += 1,
+            LineKind::Comment => comment_lines += 1,
+            LineKind::Code => code_lines += 1,
         }
     }
     let [functions, branches, booleans, ternaries] =

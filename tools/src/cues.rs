@@ -18,6 +18,25 @@ pub struct LabelCues {
     pub cues: Vec<String>,
 }
 
+impl LabelCues {
+    /// A label with no cues found yet.
+    pub(crate) fn new(label: &str) -> LabelCues {
+        LabelCues {
+            label: label.to_string(),
+            score: 0.0,
+            cues: Vec::new(),
+        }
+    }
+
+    /// Adds a cue's weight; the phrase is listed once.
+    pub(crate) fn add(&mut self, weight: f64, phrase: &str) {
+        self.score += weight;
+        if !self.cues.iter().any(|c| c == phrase) {
+            self.cues.push(phrase.to_string());
+        }
+    }
+}
+
 /// Patterns per label, compiled once.
 #[derive(Debug)]
 pub(crate) struct CueSet {
@@ -47,25 +66,18 @@ impl CueSet {
         self.labels
             .iter()
             .map(|(label, cues)| {
-                let mut score = 0.0;
-                let mut found = Vec::new();
+                let mut found = LabelCues::new(label);
                 for (re, weight) in cues {
                     let matches: Vec<&str> = re.find_iter(&lower).map(|m| m.as_str()).take(2).collect();
                     if matches.is_empty() {
                         continue;
                     }
-                    score += weight * (matches.len() as f64).sqrt();
-                    for m in matches {
-                        if !found.iter().any(|f: &String| f == m) {
-                            found.push(m.to_string());
-                        }
+                    found.add(weight * (matches.len() as f64).sqrt(), matches[0]);
+                    for m in &matches[1..] {
+                        found.add(0.0, m);
                     }
                 }
-                LabelCues {
-                    label: label.to_string(),
-                    score,
-                    cues: found,
-                }
+                found
             })
             .collect()
     }

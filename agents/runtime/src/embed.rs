@@ -1,8 +1,9 @@
 //! Sentence embeddings with all-MiniLM-L6-v2 (BERT): mean pooling over the
 //! tokens, L2-normalised, batched with padding to the longest text.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -136,6 +137,24 @@ impl EmbedHandle {
         })?;
         let dim = rx.recv().map_err(|_| Error::WorkerGone("minilm".into()))?;
         Ok(EmbedHandle { actor, dim })
+    }
+
+    /// The process-wide encoder in `dir`: loaded on first use, then shared
+    /// by every caller, like [`crate::LlmHandle::shared`].
+    pub fn shared(dir: &Path) -> Result<EmbedHandle, Error> {
+        static LOADED: OnceLock<Mutex<HashMap<PathBuf, EmbedHandle>>> = OnceLock::new();
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        // Held while loading so that two callers never load it twice.
+        let mut loaded = LOADED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = loaded.get(&key) {
+            return Ok(h.clone());
+        }
+        let handle = EmbedHandle::load(&key)?;
+        loaded.insert(key, handle.clone());
+        Ok(handle)
     }
 
     pub fn dim(&self) -> usize {

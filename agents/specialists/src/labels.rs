@@ -203,10 +203,14 @@ impl LabelClassifier {
     /// Embeds the set's examples with `embedder`; the set's cue tool (see
     /// [`cue_tool`]) supplies the lexical evidence.
     pub async fn new(set: LabelSet, embedder: EmbedHandle) -> Result<LabelClassifier, triage_runtime::Error> {
-        let mut examples = Vec::with_capacity(set.labels.len());
-        for l in &set.labels {
-            examples.push(embedder.embed(l.examples.clone()).await?);
-        }
+        // One call for all the examples, then split back by label.
+        let all: Vec<String> = set.labels.iter().flat_map(|l| l.examples.clone()).collect();
+        let mut vectors = embedder.embed(all).await?.into_iter();
+        let examples = set
+            .labels
+            .iter()
+            .map(|l| vectors.by_ref().take(l.examples.len()).collect())
+            .collect();
         let cues = cue_tool(&set.name).map(|(f, _)| f);
         Ok(LabelClassifier {
             set,

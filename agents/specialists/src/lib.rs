@@ -12,5 +12,5 @@ mod spec;
 
 pub use card::{CardFile, CardModel, ModelCard};
 pub use labels::{Decision, LabelClassifier, LabelScore, LabelSet};
-pub use server::{AskParams, AskResult, SpecialistServer, label_set_for_tool};
+pub use server::{AskParams, AskResult, GenerationReport, SpecialistServer, label_set_for_tool};
 pub use spec::{AgentSpec, Measured, SpecError, Thresholds, builtin, load_dir, tools_for_domain};

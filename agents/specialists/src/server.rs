@@ -33,12 +33,11 @@ pub struct AskParams {
     pub max_tokens: Option<usize>,
 }
 
-/// The specialist's answer.
+/// What every tool that generates text reports about the generation.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-pub struct AskResult {
-    pub answer: String,
-    /// Geometric mean of the answer's token probabilities, 0 to 1: how sure
-    /// the model was of the words it chose.
+pub struct GenerationReport {
+    /// Geometric mean of the generated tokens' probabilities, 0 to 1: how
+    /// sure the model was of the words it chose.
     pub confidence: f64,
     /// Why generation ended: `eos`, `max_tokens`, `stop`, `context`.
     pub finish_reason: String,
@@ -48,6 +47,14 @@ pub struct AskResult {
     pub prompt_tokens: usize,
     pub tokens: usize,
     pub latency_ms: f64,
+}
+
+/// The specialist's answer.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+pub struct AskResult {
+    pub answer: String,
+    #[serde(flatten)]
+    pub generation: GenerationReport,
 }
 
 /// Input of the `sentiment` tool.
@@ -140,17 +147,10 @@ pub struct ExplainParams {
 pub struct Explanation {
     pub explanation: String,
     pub language: String,
-    /// Geometric mean of the explanation's token probabilities, 0 to 1.
-    pub confidence: f64,
-    pub finish_reason: String,
     /// Size and complexity, measured by code.
     pub metrics: code::CodeMetrics,
-    pub agent: String,
-    pub agent_version: String,
-    pub model: String,
-    pub prompt_tokens: usize,
-    pub tokens: usize,
-    pub latency_ms: f64,
+    #[serde(flatten)]
+    pub generation: GenerationReport,
 }
 
 /// Result of `review`.
@@ -264,6 +264,23 @@ impl SpecialistServer {
         prompts
     }
 
+    /// The report on a finished generation that began at `start`.
+    fn report(&self, g: &Generation, start: Instant) -> GenerationReport {
+        GenerationReport {
+            confidence: round3(f64::from(g.mean_logprob()).exp()),
+            finish_reason: serde_json::to_value(g.finish_reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            agent: self.spec.name.clone(),
+            agent_version: self.spec.version.clone(),
+            model: self.spec.model.clone(),
+            prompt_tokens: g.stats.prompt_tokens,
+            tokens: g.stats.generated_tokens,
+            latency_ms: round3(start.elapsed().as_secs_f64() * 1e3),
+        }
+    }
+
     fn classifier(&self) -> Result<&(LabelClassifier, String), String> {
         self.labels
             .as_ref()
@@ -345,14 +362,7 @@ impl SpecialistServer {
         let g = self.generate_reporting(prompt, params, &ctx).await?;
         Ok(Json(AskResult {
             answer: g.text.trim().to_string(),
-            confidence: round3(f64::from(g.mean_logprob()).exp()),
-            finish_reason: finish_reason(&g),
-            agent: self.spec.name.clone(),
-            agent_version: self.spec.version.clone(),
-            model: self.spec.model.clone(),
-            prompt_tokens: g.stats.prompt_tokens,
-            tokens: g.stats.generated_tokens,
-            latency_ms: round3(start.elapsed().as_secs_f64() * 1e3),
+            generation: self.report(&g, start),
         }))
     }
 
@@ -538,15 +548,8 @@ impl SpecialistServer {
         Ok(Json(Explanation {
             explanation: g.text.trim().to_string(),
             language,
-            confidence: round3(f64::from(g.mean_logprob()).exp()),
-            finish_reason: finish_reason(&g),
             metrics,
-            agent: self.spec.name.clone(),
-            agent_version: self.spec.version.clone(),
-            model: self.spec.model.clone(),
-            prompt_tokens: g.stats.prompt_tokens,
-            tokens: g.stats.generated_tokens,
-            latency_ms: round3(start.elapsed().as_secs_f64() * 1e3),
+            generation: self.report(&g, start),
         }))
     }
 
@@ -713,13 +716,6 @@ fn explain_request(code: &str, language: &str) -> String {
         "Explain what this {shown} code does, briefly and in plain words.\n\n```{shown}\n{}\n```",
         code.trim_end()
     )
-}
-
-fn finish_reason(g: &Generation) -> String {
-    serde_json::to_value(g.finish_reason)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 fn round3(x: f64) -> f64 {

@@ -13,7 +13,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use triage_agents::{AgentSpec, LabelClassifier, LabelSet, ModelCard, SpecialistServer, label_set_for_tool};
 use triage_models::MINILM;
-use triage_runtime::EmbedHandle;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -70,9 +69,8 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     }
 }
 
-/// Builds the servers, sharing one model per catalog entry and one encoder.
+/// Builds the servers; each model is loaded once and shared.
 async fn build(ctx: &triage::Context, specs: Vec<AgentSpec>) -> anyhow::Result<Vec<SpecialistServer>> {
-    let mut encoder: Option<EmbedHandle> = None;
     let mut servers = Vec::with_capacity(specs.len());
     for spec in specs {
         // LlmHandle::shared loads each model file once per process.
@@ -81,10 +79,8 @@ async fn build(ctx: &triage::Context, specs: Vec<AgentSpec>) -> anyhow::Result<V
         let card = ModelCard::new(&spec, &ctx.catalog, MINILM);
         let mut server = SpecialistServer::new(spec, llm).with_card(card);
         if let Some(set) = set {
-            let embedder = match &encoder {
-                Some(e) => e.clone(),
-                None => encoder.insert(ctx.embedder()?).clone(),
-            };
+            // Loaded once per process and shared, like the LLM.
+            let embedder = ctx.embedder()?;
             let set = LabelSet::builtin(set).with_context(|| format!("no label set `{set}`"))?;
             let classifier = LabelClassifier::new(set, embedder)
                 .await
@@ -128,9 +124,7 @@ async fn serve_http(
     let mut urls = Vec::new();
     for server in servers {
         let name = server.name().to_string();
-        let config = StreamableHttpServerConfig::default()
-            .with_allowed_hosts(["localhost", "127.0.0.1", "::1", &local.to_string()])
-            .with_cancellation_token(shutdown.child_token());
+        let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
         let service = StreamableHttpService::new(
             move || Ok(server.clone()),
             Arc::new(LocalSessionManager::default()),

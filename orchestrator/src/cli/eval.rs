@@ -45,6 +45,12 @@ enum Method {
     Labels(&'static str),
 }
 
+/// A [`Method`] made ready: the label classifier built.
+enum Classify {
+    Tool(fn(&str) -> (String, f64, serde_json::Value)),
+    Labels(LabelClassifier),
+}
+
 /// One classification task: a labelled file and the tool that labels it.
 struct Task {
     name: &'static str,
@@ -102,24 +108,23 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     };
     let mut reports = Vec::new();
     for (task, rows) in tasks.iter().zip(inputs) {
-        let classifier = match task.method {
+        let classify = match task.method {
+            Method::Tool(f) => Classify::Tool(f),
             Method::Labels(set) => {
                 let set = LabelSet::builtin(set).with_context(|| format!("no label set `{set}`"))?;
-                Some(LabelClassifier::new(set, ctx.embedder()?).await?)
+                Classify::Labels(LabelClassifier::new(set, ctx.embedder()?).await?)
             }
-            Method::Tool(_) => None,
         };
         let mut results = Vec::with_capacity(rows.len());
         let start = Instant::now();
         for (text, label) in &rows {
             let t = Instant::now();
-            let (predicted, confidence, evidence) = match (task.method, &classifier) {
-                (Method::Tool(f), _) => f(text),
-                (Method::Labels(_), Some(c)) => {
+            let (predicted, confidence, evidence) = match &classify {
+                Classify::Tool(f) => f(text),
+                Classify::Labels(c) => {
                     let d = c.classify(vec![text.clone()]).await?.remove(0);
                     (d.label, d.confidence, json!(d.scores))
                 }
-                (Method::Labels(_), None) => unreachable!("classifier built above"),
             };
             let ms = t.elapsed().as_secs_f64() * 1e3;
             if let Some(w) = details.as_mut() {

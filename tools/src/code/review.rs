@@ -9,7 +9,7 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CodeMetricsParams, DetectLanguageParams, code_metrics, detect_language};
+use super::{CodeMetricsParams, DetectLanguageParams, LineKind, code_metrics, detect_language, line_kinds};
 
 /// Input of [`review_code`].
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -294,11 +294,10 @@ pub fn review_code(params: &ReviewParams) -> Review {
             })
             .language
         });
-    let comment = comment_prefix(&language);
     let mut findings = Vec::new();
-    for (i, line) in params.code.lines().enumerate() {
+    for (i, (kind, line)) in line_kinds(&params.code, &language).into_iter().enumerate() {
         let trimmed = line.trim();
-        let is_comment = comment.iter().any(|c| trimmed.starts_with(c));
+        let is_comment = kind == LineKind::Comment;
         for rule in rules() {
             if !(rule.languages.contains(&"*") || rule.languages.contains(&language.as_str())) {
                 continue;
@@ -349,15 +348,6 @@ pub fn review_code(params: &ReviewParams) -> Review {
     }
     findings.sort_by_key(|f| f.line);
     Review { language, findings }
-}
-
-fn comment_prefix(language: &str) -> &'static [&'static str] {
-    match language {
-        "python" | "ruby" | "shell" => &["#"],
-        "sql" => &["--"],
-        "php" => &["//", "#", "/*", "*"],
-        _ => &["//", "/*", "*"],
-    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ fn patterns() -> &'static Patterns {
 
 /// +1 when the subject nearest before word `i` (else shortly after it) is
 /// one where more is better, -1 when more is worse, 0 when there is none.
+/// `i` may be `words.len()`: then only the words before count.
 fn subject(words: &[&str], i: usize) -> i32 {
     let p = patterns();
     let polarity = |w: &str| {
@@ -123,18 +124,13 @@ fn comparisons(lower: &str, found: &mut Vec<(i32, String)>) {
         } else if is_loss(a) && b.contains("profit") {
             -1
         } else {
+            // The subject is the nearest one before the first figure.
             let before: Vec<&str> = p
                 .token
                 .find_iter(&lower[..x.start()])
                 .map(|t| t.as_str())
                 .collect();
-            let mut words = before.clone();
-            words.push("x");
-            let polarity = if before.is_empty() {
-                0
-            } else {
-                subject(&words, before.len())
-            };
+            let polarity = subject(&before, before.len());
             match (vx, vy) {
                 (Some(vx), Some(vy)) if polarity != 0 && vx != vy => polarity * if vx > vy { 1 } else { -1 },
                 _ => 0,
@@ -206,23 +202,6 @@ pub fn sentiment_cues(text: &str) -> Vec<LabelCues> {
         pos.add(1.5, m.as_str());
     }
     vec![pos, neg, LabelCues::new("neutral")]
-}
-
-impl LabelCues {
-    fn new(label: &str) -> LabelCues {
-        LabelCues {
-            label: label.to_string(),
-            score: 0.0,
-            cues: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, weight: f64, phrase: &str) {
-        self.score += weight;
-        if !self.cues.iter().any(|c| c == phrase) {
-            self.cues.push(phrase.to_string());
-        }
-    }
 }
 
 #[cfg(test)]
