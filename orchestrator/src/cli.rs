@@ -1,10 +1,13 @@
 //! Command-line parsing and dispatch; one file per command under `cli/`.
 
 mod agent;
+mod agents;
+mod ask;
 mod bench;
 mod embed;
 mod eval;
 mod generate;
+mod history;
 mod models;
 
 use std::io::Write;
@@ -29,6 +32,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Answer a task: route it to the right specialist, check the
+    /// answer's confidence, escalate when it is low.
+    Ask(ask::AskArgs),
+    /// Show which specialist a task would go to, and why.
+    Route(ask::RouteArgs),
+    /// The agents the controller can call: list, health, stats.
+    #[command(subcommand)]
+    Agents(agents::Command),
+    /// Recent answers (or, with --routes, routing decisions) from the store.
+    History(history::Args),
     /// Run a specialist agent.
     #[command(subcommand)]
     Agent(agent::Command),
@@ -85,6 +98,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let ctx = triage::Context::new(cli.catalog.as_deref())?;
         match cli.command {
+            Command::Ask(args) => ask::ask(&ctx, args).await,
+            Command::Route(args) => ask::route(&ctx, args).await,
+            Command::Agents(cmd) => agents::run(&ctx, cmd).await,
+            Command::History(args) => history::run(&ctx, args),
             Command::Agent(cmd) => agent::run(&ctx, cmd).await,
             Command::Generate(args) => generate::run(&ctx, args).await,
             Command::Embed(args) => embed::run(&ctx, args).await,

@@ -1,12 +1,38 @@
-//! The triage controller. For now: the shared context every command starts
-//! from (model catalog, model cache, loaded models). The registry, router,
-//! dispatch, workflows, store and gateway grow here (see DESIGN.md).
+//! The triage controller: the shared context every command starts from
+//! (model catalog, model cache, loaded models), the router, and (growing
+//! here, see DESIGN.md) the registry, dispatch, cascade, store, workflows
+//! and gateway.
+
+pub mod controller;
+pub mod dispatch;
+pub mod registry;
+pub mod router;
+pub mod store;
 
 use std::path::Path;
 
 use anyhow::Context as _;
+use triage_agents::AgentSpec;
 use triage_models::{Catalog, MINILM, ModelFiles, ModelStore, SMOLLM2};
 use triage_runtime::{EmbedHandle, LlmHandle};
+
+use crate::controller::Controller;
+use crate::registry::Registry;
+use crate::router::{EmbeddingCache, Router, RouterConfig};
+use crate::store::SledStore;
+
+/// Where the controller's parts come from (flags and environment).
+#[derive(Debug, Clone, Default)]
+pub struct ControllerOptions {
+    /// Folder of agent specs instead of the built-in ones.
+    pub specs: Option<std::path::PathBuf>,
+    /// User registry merged over specs/registry.toml.
+    pub registry: Option<std::path::PathBuf>,
+    /// Router configuration instead of specs/router.toml.
+    pub router: Option<std::path::PathBuf>,
+    /// Ask the small model when routing is not conclusive.
+    pub slm: bool,
+}
 
 /// Catalog and model cache, as configured by flags and environment.
 #[derive(Debug, Clone)]
@@ -49,4 +75,63 @@ impl Context {
         let files = self.model_files(MINILM)?;
         EmbedHandle::shared(&files.dir).with_context(|| format!("loading {MINILM}"))
     }
+
+    /// The specialist specs: those in `dir`, or the built-in ones.
+    pub fn specs(&self, dir: Option<&Path>) -> anyhow::Result<Vec<AgentSpec>> {
+        Ok(match dir {
+            Some(dir) => triage_agents::load_dir(dir, &self.catalog)?,
+            None => triage_agents::builtin(&self.catalog)?,
+        })
+    }
+
+    /// The router over `specs`, its example embeddings cached under
+    /// `$TRIAGE_HOME`; with `slm`, the small model is asked when the
+    /// similarity is not conclusive.
+    pub async fn router(
+        &self,
+        specs: &[AgentSpec],
+        config: RouterConfig,
+        slm: bool,
+    ) -> anyhow::Result<Router> {
+        let files = self.model_files(MINILM)?;
+        let embedder = EmbedHandle::shared(&files.dir).with_context(|| format!("loading {MINILM}"))?;
+        // The encoder's identity: the hashes of all its files.
+        let ids: Vec<&str> = files.spec.files.iter().map(|f| f.sha256.as_str()).collect();
+        let key = hex_sha256(ids.join(",").as_bytes());
+        let mut cache = EmbeddingCache::open(&router::cache_path(self.store.home(), &key));
+        let loader: Option<router::SlmLoader> = if slm {
+            let ctx = self.clone();
+            Some(Box::new(move || ctx.llm()))
+        } else {
+            None
+        };
+        Router::new(specs, config, embedder, &mut cache, loader).await
+    }
+
+    /// The controller: specs, router, registry and the store under
+    /// `$TRIAGE_HOME`.
+    pub async fn controller(&self, options: &ControllerOptions) -> anyhow::Result<Controller> {
+        let specs = self.specs(options.specs.as_deref())?;
+        let config = match &options.router {
+            Some(p) => RouterConfig::load(p)?,
+            None => RouterConfig::builtin(),
+        };
+        let registry_path = registry::user_registry_path(options.registry.as_deref(), self.store.home());
+        let registry = Registry::load(registry_path.as_deref(), &specs)?;
+        let router = self.router(&specs, config, options.slm).await?;
+        Ok(Controller {
+            router,
+            registry,
+            store: std::sync::Arc::new(SledStore::at_home(self.store.home())),
+            specs,
+        })
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -393,7 +393,7 @@ fn eval_agents_measures_language_detection_on_a_labelled_file() {
     let o = triage(&["eval", "agents", "--data", dir.path().to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains(":1: each line needs string fields `text` and `label`"),
+        stderr(&o).contains(":1: each line needs a string field `text` and a field `label`"),
         "{}",
         stderr(&o)
     );

@@ -159,6 +159,17 @@ pub struct LabelScore {
     pub cue_score: f64,
     /// The cue phrases found.
     pub cues: Vec<String>,
+    /// The label's nearest examples, most similar first (only when asked
+    /// for, see [`LabelClassifier::classify_explained`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<Neighbour>,
+}
+
+/// An example and its cosine similarity to the classified text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Neighbour {
+    pub example: String,
+    pub similarity: f64,
 }
 
 /// A decision: the most probable label and every label's score, best
@@ -205,19 +216,37 @@ impl LabelClassifier {
     pub async fn new(set: LabelSet, embedder: EmbedHandle) -> Result<LabelClassifier, triage_runtime::Error> {
         // One call for all the examples, then split back by label.
         let all: Vec<String> = set.labels.iter().flat_map(|l| l.examples.clone()).collect();
-        let mut vectors = embedder.embed(all).await?.into_iter();
+        let vectors = embedder.embed(all).await?;
+        let cues = cue_tool(&set.name).map(|(f, _)| f);
+        Ok(LabelClassifier::from_vectors(set, vectors, embedder, cues))
+    }
+
+    /// A classifier whose examples are already embedded (`vectors` holds
+    /// every label's examples in order, for instance from a cache), with
+    /// `cues` as its lexical evidence.
+    ///
+    /// # Panics
+    /// When `vectors` does not have one vector per example.
+    pub fn from_vectors(
+        set: LabelSet,
+        vectors: Vec<Vec<f32>>,
+        embedder: EmbedHandle,
+        cues: Option<CueFn>,
+    ) -> LabelClassifier {
+        let total: usize = set.labels.iter().map(|l| l.examples.len()).sum();
+        assert_eq!(vectors.len(), total, "one vector per example");
+        let mut vectors = vectors.into_iter();
         let examples = set
             .labels
             .iter()
             .map(|l| vectors.by_ref().take(l.examples.len()).collect())
             .collect();
-        let cues = cue_tool(&set.name).map(|(f, _)| f);
-        Ok(LabelClassifier {
+        LabelClassifier {
             set,
             examples,
             embedder,
             cues,
-        })
+        }
     }
 
     pub fn labels(&self) -> impl Iterator<Item = &str> {
@@ -230,15 +259,29 @@ impl LabelClassifier {
 
     /// Classifies each text.
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Decision>, triage_runtime::Error> {
+        self.classify_explained(texts, 0).await
+    }
+
+    /// Classifies each text, listing each label's `nearest` most similar
+    /// examples with the scores.
+    pub async fn classify_explained(
+        &self,
+        texts: Vec<String>,
+        nearest: usize,
+    ) -> Result<Vec<Decision>, triage_runtime::Error> {
         let cues: Vec<Vec<LabelCues>> = texts
             .iter()
             .map(|t| self.cues.map(|f| f(t)).unwrap_or_default())
             .collect();
         let vectors = self.embedder.embed(texts).await?;
-        Ok(vectors.iter().zip(cues).map(|(v, c)| self.decide(v, c)).collect())
+        Ok(vectors
+            .iter()
+            .zip(cues)
+            .map(|(v, c)| self.decide(v, c, nearest))
+            .collect())
     }
 
-    fn decide(&self, vector: &[f32], cues: Vec<LabelCues>) -> Decision {
+    fn decide(&self, vector: &[f32], cues: Vec<LabelCues>, nearest: usize) -> Decision {
         let c = &self.set.combine;
         let mut scores: Vec<(f64, LabelScore)> = self
             .set
@@ -246,10 +289,14 @@ impl LabelClassifier {
             .iter()
             .zip(&self.examples)
             .map(|(label, examples)| {
-                let mut sims: Vec<f32> = examples.iter().map(|e| cosine(vector, e)).collect();
-                sims.sort_by(|a, b| b.total_cmp(a));
+                let mut sims: Vec<(f32, usize)> = examples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (cosine(vector, e), i))
+                    .collect();
+                sims.sort_by(|a, b| b.0.total_cmp(&a.0));
                 let k = c.neighbours.min(sims.len()).max(1);
-                let similarity = f64::from(sims.iter().take(k).sum::<f32>()) / k as f64;
+                let similarity = f64::from(sims.iter().take(k).map(|s| s.0).sum::<f32>()) / k as f64;
                 let found = cues.iter().find(|x| x.label == label.name);
                 let cue_score = found.map_or(0.0, |x| x.score);
                 let logit = c.cue_weight * cue_score
@@ -263,6 +310,14 @@ impl LabelClassifier {
                         similarity: round3(similarity),
                         cue_score: round3(cue_score),
                         cues: found.map(|x| x.cues.clone()).unwrap_or_default(),
+                        nearest: sims
+                            .iter()
+                            .take(nearest)
+                            .map(|&(s, i)| Neighbour {
+                                example: label.examples[i].clone(),
+                                similarity: round3(f64::from(s)),
+                            })
+                            .collect(),
                     },
                 )
             })

@@ -11,6 +11,6 @@ mod server;
 mod spec;
 
 pub use card::{CardFile, CardModel, ModelCard};
-pub use labels::{Decision, LabelClassifier, LabelScore, LabelSet};
+pub use labels::{Combine, CueFn, Decision, LabelClassifier, LabelDef, LabelScore, LabelSet, Neighbour};
 pub use server::{AskParams, AskResult, GenerationReport, SpecialistServer, label_set_for_tool};
 pub use spec::{AgentSpec, Measured, SpecError, Thresholds, builtin, load_dir, tools_for_domain};

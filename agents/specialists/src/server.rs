@@ -31,6 +31,13 @@ pub struct AskParams {
     /// Longest answer in tokens (default 256).
     #[serde(default)]
     pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 or absent means greedy (the same question
+    /// gives the same answer).
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Seed of the sampler, for reproducible samples.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// What every tool that generates text reports about the generation.
@@ -352,9 +359,13 @@ impl SpecialistServer {
         if p.question.trim().is_empty() {
             return Err("`question` is empty: send the question or task as text".into());
         }
+        let defaults = GenerateParams::default();
         let params = GenerateParams {
             max_tokens: p.max_tokens.unwrap_or(256),
-            ..Default::default()
+            temperature: p.temperature.unwrap_or(0.0),
+            top_p: p.temperature.filter(|&t| t > 0.0).map(|_| 0.95),
+            seed: p.seed.unwrap_or(defaults.seed),
+            ..defaults
         };
         params.validate().map_err(|e| e.to_string())?;
         let start = Instant::now();

@@ -1,6 +1,10 @@
 //! `triage eval agents`: each classification tool measured on a labelled
 //! file: accuracy, macro-F1, the most frequent confusions, latency per item,
 //! and accuracy per confidence bucket (does low confidence go with errors?).
+//! `triage eval router` (in `eval/router.rs`): the router on labelled tasks.
+
+mod escalation;
+mod router;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,6 +21,14 @@ use triage_tools::code::{DetectLanguageParams, detect_language};
 pub enum Command {
     /// Measure the specialists' classification tools on labelled data.
     Agents(AgentsArgs),
+    /// Measure the router on labelled tasks (DIR/route-dev.jsonl): accuracy,
+    /// confusion matrix, calibration error and latency; --fit refits its
+    /// calibration.
+    Router(router::Args),
+    /// Measure the cascade on questions with known answers
+    /// (DIR/escalation-dev.jsonl): accuracy, AUROC of the confidence, and
+    /// what each stage would keep or escalate.
+    Escalation(escalation::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +98,14 @@ const TASKS: &[Task] = &[
 const BUCKETS: [f64; 4] = [0.0, 0.5, 0.8, 0.95];
 
 pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Agents(args) = cmd;
+    match cmd {
+        Command::Agents(args) => agents(ctx, args).await,
+        Command::Router(args) => router::run(ctx, args).await,
+        Command::Escalation(args) => escalation::run(ctx, args).await,
+    }
+}
+
+async fn agents(ctx: &triage::Context, args: AgentsArgs) -> anyhow::Result<ExitCode> {
     if let Some(unknown) = args.tasks.iter().find(|t| !TASKS.iter().any(|k| k.name == *t)) {
         let known: Vec<&str> = TASKS.iter().map(|t| t.name).collect();
         bail!("unknown task `{unknown}`; the tasks are: {}", known.join(", "));
@@ -98,7 +117,7 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     // Read every file first, so a missing one fails before any model loads.
     let mut inputs = Vec::with_capacity(tasks.len());
     for task in &tasks {
-        inputs.push(read_rows(&args.data.join(task.file))?);
+        inputs.push(read_pairs(&args.data.join(task.file), "text", "label")?);
     }
     let mut details = match &args.details {
         Some(p) => Some(std::io::BufWriter::new(
@@ -200,7 +219,9 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_rows(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+/// The `input` and `label` fields of each line of a JSON Lines file (a
+/// numeric label is read as its decimal text).
+fn read_pairs(path: &Path, input: &str, label: &str) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read {} (pass the folder holding it with --data DIR)",
@@ -211,10 +232,15 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
-        match (v["text"].as_str(), v["label"].as_str()) {
-            (Some(t), Some(l)) => rows.push((t.to_string(), l.to_string())),
+        let l = match &v[label] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        match (v[input].as_str(), l) {
+            (Some(t), Some(l)) => rows.push((t.to_string(), l)),
             _ => bail!(
-                "{}:{}: each line needs string fields `text` and `label`",
+                "{}:{}: each line needs a string field `{input}` and a field `{label}`",
                 path.display(),
                 i + 1
             ),
@@ -224,6 +250,14 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         bail!("{} holds no rows", path.display());
     }
     Ok(rows)
+}
+
+/// The value at fraction `q` of sorted `values`.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
 fn report(task: &Task, results: &[(String, String, f64, f64)], total_ms: f64) -> serde_json::Value {
