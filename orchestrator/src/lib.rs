@@ -14,11 +14,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use triage_agents::AgentSpec;
 use triage_models::{Catalog, MINILM, ModelFiles, ModelStore, SMOLLM2};
-use triage_runtime::{EmbedHandle, LlmHandle};
+use triage_runtime::{EmbedHandle, EmbeddingCache, LlmHandle};
 
 use crate::controller::Controller;
 use crate::registry::Registry;
-use crate::router::{EmbeddingCache, Router, RouterConfig};
+use crate::router::{Router, RouterConfig};
 use crate::store::SledStore;
 
 /// Where the controller's parts come from (flags and environment).
@@ -70,6 +70,18 @@ impl Context {
         LlmHandle::shared(&files.main_file()).with_context(|| format!("loading {name}"))
     }
 
+    /// The on-disk cache of MiniLM embeddings under `$TRIAGE_HOME`, keyed
+    /// by the hashes of the encoder's files.
+    pub fn embedding_cache(&self) -> anyhow::Result<EmbeddingCache> {
+        let spec = self.catalog.get(MINILM)?;
+        let ids: Vec<&str> = spec.files.iter().map(|f| f.sha256.as_str()).collect();
+        let key = format!("minilm-{}", &hex_sha256(ids.join(",").as_bytes())[..16]);
+        Ok(EmbeddingCache::open(&EmbeddingCache::path_in(
+            self.store.home(),
+            &key,
+        )))
+    }
+
     /// The sentence-embedding model (MiniLM), loaded once per process.
     pub fn embedder(&self) -> anyhow::Result<EmbedHandle> {
         let files = self.model_files(MINILM)?;
@@ -93,12 +105,8 @@ impl Context {
         config: RouterConfig,
         slm: bool,
     ) -> anyhow::Result<Router> {
-        let files = self.model_files(MINILM)?;
-        let embedder = EmbedHandle::shared(&files.dir).with_context(|| format!("loading {MINILM}"))?;
-        // The encoder's identity: the hashes of all its files.
-        let ids: Vec<&str> = files.spec.files.iter().map(|f| f.sha256.as_str()).collect();
-        let key = hex_sha256(ids.join(",").as_bytes());
-        let mut cache = EmbeddingCache::open(&router::cache_path(self.store.home(), &key));
+        let embedder = self.embedder()?;
+        let mut cache = self.embedding_cache()?;
         let loader: Option<router::SlmLoader> = if slm {
             let ctx = self.clone();
             Some(Box::new(move || ctx.llm()))
@@ -111,20 +119,31 @@ impl Context {
     /// The controller: specs, router, registry and the store under
     /// `$TRIAGE_HOME`.
     pub async fn controller(&self, options: &ControllerOptions) -> anyhow::Result<Controller> {
-        let specs = self.specs(options.specs.as_deref())?;
+        let (specs, registry) = self.registry(options)?;
         let config = match &options.router {
             Some(p) => RouterConfig::load(p)?,
             None => RouterConfig::builtin(),
         };
-        let registry_path = registry::user_registry_path(options.registry.as_deref(), self.store.home());
-        let registry = Registry::load(registry_path.as_deref(), &specs)?;
         let router = self.router(&specs, config, options.slm).await?;
         Ok(Controller {
             router,
             registry,
-            store: std::sync::Arc::new(SledStore::at_home(self.store.home())),
+            store: std::sync::Arc::new(self.controller_store()),
             specs,
         })
+    }
+
+    /// The specs and the registry of agents alone (no models loaded).
+    pub fn registry(&self, options: &ControllerOptions) -> anyhow::Result<(Vec<AgentSpec>, Registry)> {
+        let specs = self.specs(options.specs.as_deref())?;
+        let registry_path = registry::user_registry_path(options.registry.as_deref(), self.store.home());
+        let registry = Registry::load(registry_path.as_deref(), &specs)?;
+        Ok((specs, registry))
+    }
+
+    /// The controller's store: `$TRIAGE_STORE`, else `$TRIAGE_HOME/store`.
+    pub fn controller_store(&self) -> SledStore {
+        SledStore::at_home(self.store.home())
     }
 }
 

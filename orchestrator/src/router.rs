@@ -11,19 +11,17 @@
 //! `fallback_below` the task goes to the fallback specialist.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use triage_agents::{AgentSpec, Combine, LabelClassifier, LabelDef, LabelSet, Neighbour};
-use triage_runtime::{EmbedHandle, LlmHandle, Prompt};
+use triage_runtime::{EmbedHandle, EmbeddingCache, LlmHandle, Prompt};
 
-mod cache;
 pub mod fit;
 
-pub use cache::EmbeddingCache;
 pub use fit::{Calibration, fit_calibration};
 
 const BUILTIN_CONFIG: &str = include_str!("../../specs/router.toml");
@@ -354,14 +352,6 @@ impl Router {
             latency_ms: 0.0,
         }
     }
-}
-
-/// Where the on-disk embedding cache lives under `home`.
-pub fn cache_path(home: &Path, model_sha256: &str) -> PathBuf {
-    let short: String = model_sha256.chars().take(16).collect();
-    home.join("cache")
-        .join("embeddings")
-        .join(format!("minilm-{short}.bin"))
 }
 
 fn round3(x: f64) -> f64 {

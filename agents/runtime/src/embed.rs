@@ -161,6 +161,20 @@ impl EmbedHandle {
         self.dim
     }
 
+    /// How many tokens the encoder sees for `text` (special tokens
+    /// included, before truncation).
+    pub async fn token_count(&self, text: &str) -> Result<usize, Error> {
+        let text = text.to_string();
+        self.actor
+            .call(move |e: &mut Embedder| {
+                e.tokenizer
+                    .encode(text.as_str(), true)
+                    .map(|enc| enc.get_ids().len())
+                    .map_err(|err| Error::Tokenizer(err.to_string()))
+            })
+            .await?
+    }
+
     /// Embeds texts in batches of at most 64, grouped by length so that
     /// little of each batch is padding; the vectors come back in the
     /// order of `texts`.

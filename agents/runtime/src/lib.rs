@@ -3,7 +3,8 @@
 //! - [`LlmHandle`]: a quantized llama model (GGUF) on its own worker
 //!   thread: chat-templated prompts, greedy or seeded sampling, stop
 //!   sequences, streaming, per-token log-probabilities and label scoring.
-//! - [`EmbedHandle`]: MiniLM sentence embeddings, batched.
+//! - [`EmbedHandle`]: MiniLM sentence embeddings, batched, and
+//!   [`EmbeddingCache`], which keeps them on disk.
 //!
 //! Each loaded model is an actor: one thread owns it and serves requests
 //! one at a time from a channel; handles are cheap clones.
@@ -11,6 +12,7 @@
 mod actor;
 mod chat;
 mod embed;
+mod embed_cache;
 mod engine;
 mod error;
 mod llama;
@@ -20,6 +22,7 @@ mod tokenizer;
 pub use actor::{Actor, LlmHandle, StreamEvent};
 pub use chat::{ChatTemplate, Message};
 pub use embed::{EmbedHandle, Embedder, MAX_TOKENS as EMBED_MAX_TOKENS, cosine};
+pub use embed_cache::EmbeddingCache;
 pub use engine::{
     Engine, FinishReason, GenerateParams, Generation, GenerationEvent, GenerationStats, LabelScore,
     LoadOptions, ModelInfo, Prompt, TokenEvent,

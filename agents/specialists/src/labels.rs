@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use triage_runtime::{EmbedHandle, cosine};
+use triage_runtime::{EmbedHandle, EmbeddingCache, cosine};
 use triage_tools::cues::LabelCues;
 
 use crate::SpecError;
@@ -211,12 +211,17 @@ pub fn cue_tool(set: &str) -> Option<(CueFn, &'static [&'static str])> {
 }
 
 impl LabelClassifier {
-    /// Embeds the set's examples with `embedder`; the set's cue tool (see
-    /// [`cue_tool`]) supplies the lexical evidence.
-    pub async fn new(set: LabelSet, embedder: EmbedHandle) -> Result<LabelClassifier, triage_runtime::Error> {
+    /// Embeds the set's examples with `embedder` (or takes them from
+    /// `cache`); the set's cue tool (see [`cue_tool`]) supplies the lexical
+    /// evidence.
+    pub async fn new(
+        set: LabelSet,
+        embedder: EmbedHandle,
+        cache: &mut EmbeddingCache,
+    ) -> Result<LabelClassifier, triage_runtime::Error> {
         // One call for all the examples, then split back by label.
         let all: Vec<String> = set.labels.iter().flat_map(|l| l.examples.clone()).collect();
-        let vectors = embedder.embed(all).await?;
+        let vectors = cache.embed(&embedder, &all).await?;
         let cues = cue_tool(&set.name).map(|(f, _)| f);
         Ok(LabelClassifier::from_vectors(set, vectors, embedder, cues))
     }

@@ -82,7 +82,8 @@ async fn build(ctx: &triage::Context, specs: Vec<AgentSpec>) -> anyhow::Result<V
             // Loaded once per process and shared, like the LLM.
             let embedder = ctx.embedder()?;
             let set = LabelSet::builtin(set).with_context(|| format!("no label set `{set}`"))?;
-            let classifier = LabelClassifier::new(set, embedder)
+            let mut cache = ctx.embedding_cache()?;
+            let classifier = LabelClassifier::new(set, embedder, &mut cache)
                 .await
                 .context("embedding the labelled examples")?;
             server = server.with_labels(classifier, MINILM);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rmcp::model::ReadResourceRequestParams;
 use serde_json::json;
+use triage::store::Store as _;
 
 use super::ask::ControllerArgs;
 
@@ -51,9 +52,8 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
 }
 
 async fn list(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let controller = ctx.controller(&args.controller.options(false)).await?;
-    let agents: Vec<serde_json::Value> = controller
-        .registry
+    let (_, registry) = ctx.registry(&args.controller.options(false))?;
+    let agents: Vec<serde_json::Value> = registry
         .agents()
         .map(|a| {
             json!({
@@ -72,7 +72,7 @@ async fn list(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "{}",
-            json!({ "agents": agents, "cascade": controller.registry.cascade })
+            json!({ "agents": agents, "cascade": registry.cascade })
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -84,7 +84,7 @@ async fn list(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     super::print_table(&mut out, &["NAME", "SPEC", "VERSION", "MODEL", "RUNS"], &rows)?;
-    let fallback = controller.registry.cascade.fallback.as_ref().map_or(
+    let fallback = registry.cascade.fallback.as_ref().map_or(
         "none (low-confidence answers are flagged, not sent anywhere)".into(),
         |f| format!("{} (tool {})", f.agent, f.tool),
     );
@@ -93,17 +93,16 @@ async fn list(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn health(ctx: &triage::Context, args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let controller = ctx.controller(&args.controller.options(false)).await?;
+    let (_, registry) = ctx.registry(&args.controller.options(false))?;
     let mut chosen = Vec::new();
     for n in &args.names {
-        chosen.push(controller.registry.get(n)?);
+        chosen.push(registry.get(n)?);
     }
     if chosen.is_empty() {
-        chosen = controller.registry.agents().cloned().collect();
+        chosen = registry.agents().cloned().collect();
     }
-    let mut reports = Vec::new();
-    let mut all_ok = true;
-    for a in &chosen {
+    // Every agent at once: stdio agents start in parallel.
+    let reports: Vec<serde_json::Value> = futures::future::join_all(chosen.iter().map(|a| async move {
         let ping = a.ping().await;
         let (server, version) = a.server_info().await.unwrap_or_default();
         // Our specialists publish a model card with the model's version.
@@ -133,8 +132,7 @@ async fn health(ctx: &triage::Context, args: HealthArgs) -> anyhow::Result<ExitC
                 ));
             }
         }
-        all_ok &= ping.is_ok();
-        reports.push(json!({
+        json!({
             "name": a.name(),
             "ok": ping.is_ok(),
             "ping_ms": ping.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
@@ -143,9 +141,11 @@ async fn health(ctx: &triage::Context, args: HealthArgs) -> anyhow::Result<ExitC
             "server_version": version,
             "model": model,
             "pid": a.pid().await,
-        }));
-    }
-    controller.shutdown().await;
+        })
+    }))
+    .await;
+    let all_ok = reports.iter().all(|r| r["ok"] == true);
+    registry.shutdown().await;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", json!({ "agents": reports }))?;
@@ -187,18 +187,14 @@ async fn health(ctx: &triage::Context, args: HealthArgs) -> anyhow::Result<ExitC
 }
 
 async fn stats(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let controller = ctx.controller(&args.controller.options(false)).await?;
-    let stats = controller.store.agent_stats()?;
+    let (_, registry) = ctx.registry(&args.controller.options(false))?;
+    let stats = ctx.controller_store().agent_stats()?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", json!({ "agents": stats }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut names: Vec<String> = controller
-        .registry
-        .agents()
-        .map(|a| a.name().to_string())
-        .collect();
+    let mut names: Vec<String> = registry.agents().map(|a| a.name().to_string()).collect();
     names.extend(
         stats
             .keys()

@@ -18,7 +18,30 @@ use triage_runtime::{GenerateParams, LlmHandle, LoadOptions, Prompt};
 pub enum Command {
     /// Inference speed and memory of the local models.
     Runtime(RuntimeArgs),
+    /// Routing latency for one task of about 40 tokens, models loaded.
+    Router(RouterArgs),
 }
+
+#[derive(Debug, clap::Args)]
+pub struct RouterArgs {
+    /// Tasks routed; percentiles are over them.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    /// The task to route (default: a 40-token contract question).
+    #[arg(long, value_name = "TEXT")]
+    task: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The default routing task: 40 MiniLM tokens, special tokens included.
+const ROUTE_TASK: &str = "Our supplier wants to end the agreement early. Can they terminate for convenience \
+under clause 12 of the contract, how much written notice must they give us, and do we owe any termination \
+fees?";
+
+/// The routing latency target from the controller issue, in milliseconds.
+const ROUTE_TARGET_MS: f64 = 30.0;
 
 #[derive(Debug, clap::Args)]
 pub struct RuntimeArgs {
@@ -54,7 +77,91 @@ a merger or acquisition of substantially all of its assets. Notices must be in w
 courier or email to the addresses listed in the schedule, and take effect on receipt.";
 
 pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Runtime(args) = cmd;
+    match cmd {
+        Command::Runtime(args) => runtime(ctx, args).await,
+        Command::Router(args) => router(ctx, args).await,
+    }
+}
+
+async fn router(ctx: &triage::Context, args: RouterArgs) -> anyhow::Result<ExitCode> {
+    if args.rounds == 0 {
+        anyhow::bail!("--rounds must be at least 1");
+    }
+    let task = args.task.clone().unwrap_or_else(|| ROUTE_TASK.to_string());
+    let specs = ctx.specs(None)?;
+    let start = Instant::now();
+    let router = ctx
+        .router(&specs, triage::router::RouterConfig::builtin(), true)
+        .await?;
+    let build_ms = ms(start);
+    let tokens = ctx.embedder()?.token_count(&task).await?;
+    let first = router.route(&task, 0).await?; // warm-up
+    let mut latencies = Vec::with_capacity(args.rounds);
+    let mut in_router = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds {
+        let t = Instant::now();
+        let d = router.route(&task, 0).await?;
+        latencies.push(ms(t));
+        in_router.push(d.latency_ms);
+    }
+    // The encoder alone on the same task, for the share of the latency.
+    let embedder = ctx.embedder()?;
+    let mut embed_only = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds {
+        let t = Instant::now();
+        embedder.embed(vec![task.clone()]).await?;
+        embed_only.push(ms(t));
+    }
+    let embed_p50 = median(&embed_only);
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let (p50, p95, p99) = (pick(0.5), pick(0.95), pick(0.99));
+    let threads = candle_core::utils::get_num_threads();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "task_tokens": tokens, "rounds": args.rounds, "threads": threads,
+                "routed_to": first.agent, "stage": first.stage,
+                "router_build_ms": build_ms,
+                "latency_ms": { "p50": p50, "p95": p95, "p99": p99 },
+                "embedding_ms_p50": embed_p50,
+                "target_ms": ROUTE_TARGET_MS, "p50_over_target": p50 / ROUTE_TARGET_MS,
+            })
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "routing a {tokens}-token task ({} rounds, {threads} threads): routed to {} by {:?}",
+        args.rounds, first.agent, first.stage
+    )?;
+    let rows = vec![
+        vec![
+            "router start (examples from the cache)".into(),
+            format!("{build_ms:.0} ms"),
+            String::new(),
+        ],
+        vec![
+            "latency p50".into(),
+            format!("{p50:.1} ms"),
+            format!("{:.2}× the {ROUTE_TARGET_MS} ms target", p50 / ROUTE_TARGET_MS),
+        ],
+        vec![
+            "  of which MiniLM (p50)".into(),
+            format!("{embed_p50:.1} ms"),
+            String::new(),
+        ],
+        vec!["latency p95".into(), format!("{p95:.1} ms"), String::new()],
+        vec!["latency p99".into(), format!("{p99:.1} ms"), String::new()],
+    ];
+    super::print_table(&mut out, &["measure", "value", "ratio"], &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<ExitCode> {
     if args.rounds == 0 || args.gen_tokens < 2 || args.prompt_tokens < 2 {
         anyhow::bail!("--rounds must be at least 1, --gen-tokens and --prompt-tokens at least 2");
     }

@@ -131,7 +131,8 @@ async fn agents(ctx: &triage::Context, args: AgentsArgs) -> anyhow::Result<ExitC
             Method::Tool(f) => Classify::Tool(f),
             Method::Labels(set) => {
                 let set = LabelSet::builtin(set).with_context(|| format!("no label set `{set}`"))?;
-                Classify::Labels(LabelClassifier::new(set, ctx.embedder()?).await?)
+                let mut cache = ctx.embedding_cache()?;
+                Classify::Labels(LabelClassifier::new(set, ctx.embedder()?, &mut cache).await?)
             }
         };
         let mut results = Vec::with_capacity(rows.len());

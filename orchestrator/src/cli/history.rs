@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::json;
-use triage::store::{SledStore, Store as _};
+use triage::store::Store as _;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = SledStore::at_home(ctx.store.home());
+    let store = ctx.controller_store();
     let mut out = std::io::stdout().lock();
     if args.routes {
         let routes = store.routes(args.limit)?;

@@ -1,6 +1,7 @@
-//! Example embeddings cached on disk, keyed by the encoder's sha256 (in the
-//! file name) and the sha256 of each text, so a restart does not embed the
-//! router's examples again.
+//! Embeddings cached on disk, keyed by the encoder (one file per encoder,
+//! named by its hash) and the sha256 of each text, so a restart does not
+//! embed the same examples again (the router's example requests, the label
+//! tools' labelled examples).
 //!
 //! The file is rewritten whole (to a temporary file, then renamed), so a
 //! reader in another process sees the old or the new cache, never half of
@@ -11,7 +12,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use triage_runtime::EmbedHandle;
+
+use crate::{EmbedHandle, Error};
 
 const MAGIC: &[u8; 8] = b"TRGEMB01";
 
@@ -25,6 +27,14 @@ pub struct EmbeddingCache {
 }
 
 impl EmbeddingCache {
+    /// The cache file of an encoder under `home`: `encoder_id` names the
+    /// encoder's weights (for instance with a hash of its files' hashes).
+    pub fn path_in(home: &Path, encoder_id: &str) -> PathBuf {
+        home.join("cache")
+            .join("embeddings")
+            .join(format!("{encoder_id}.bin"))
+    }
+
     /// The cache in `path`, empty when the file is missing or unreadable.
     pub fn open(path: &Path) -> EmbeddingCache {
         let entries = match std::fs::read(path) {
@@ -60,7 +70,7 @@ impl EmbeddingCache {
 
     /// The embedding of each text: from the cache, or computed in one call
     /// for those missing and then saved.
-    pub async fn embed(&mut self, embedder: &EmbedHandle, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub async fn embed(&mut self, embedder: &EmbedHandle, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
         let keys: Vec<[u8; 32]> = texts
             .iter()
             .map(|t| Sha256::digest(t.as_bytes()).into())
@@ -78,20 +88,20 @@ impl EmbeddingCache {
                 self.entries.insert(keys[i], v);
             }
             if let Err(e) = self.save() {
-                tracing::warn!("could not save the embedding cache: {e:#}");
+                tracing::warn!("could not save the embedding cache: {e}");
             }
         }
         Ok(keys.iter().map(|k| self.entries[k].clone()).collect())
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    fn save(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&encode(&self.entries))?;
         tmp.as_file().sync_all()?;
-        tmp.persist(path)?;
+        tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
 }
