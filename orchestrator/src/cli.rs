@@ -152,3 +152,13 @@ fn print_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> s
     }
     Ok(())
 }
+
+/// `s` on one line, cut to `n` characters with an ellipsis, for table cells.
+fn shorten(s: &str, n: usize) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    }
+}

@@ -248,7 +248,7 @@ impl Controller {
                     args.insert(f.argument.clone(), Value::String(req.text.clone()));
                     let t = Instant::now();
                     let result = self.call_recorded(&fb, &f.tool, args, options, &mut calls).await;
-                    match result {
+                    let failure = match result {
                         Ok(r) if r.result.is_error != Some(true) => {
                             let a = read_answer(&r.result);
                             tokens += a.tokens;
@@ -264,25 +264,21 @@ impl Controller {
                             best = a;
                             answered_by = fb.name().into();
                             low_confidence = false;
+                            None
                         }
-                        Ok(r) => hops.push(Hop {
+                        Ok(r) => Some(format!("the fallback returned an error: {}", text_of(&r.result))),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(note) = failure {
+                        hops.push(Hop {
                             stage: HopStage::Fallback,
                             agent: fb.name().into(),
                             confidence: None,
                             outcome: "failed".into(),
                             latency_ms: t.elapsed().as_secs_f64() * 1000.0,
                             answer: None,
-                            note: Some(format!("the fallback returned an error: {}", text_of(&r.result))),
-                        }),
-                        Err(e) => hops.push(Hop {
-                            stage: HopStage::Fallback,
-                            agent: fb.name().into(),
-                            confidence: None,
-                            outcome: "failed".into(),
-                            latency_ms: t.elapsed().as_secs_f64() * 1000.0,
-                            answer: None,
-                            note: Some(e.to_string()),
-                        }),
+                            note: Some(note),
+                        });
                     }
                 }
             }

@@ -12,6 +12,7 @@ pub mod store;
 use std::path::Path;
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
 use triage_agents::AgentSpec;
 use triage_models::{Catalog, MINILM, ModelFiles, ModelStore, SMOLLM2};
 use triage_runtime::{EmbedHandle, EmbeddingCache, LlmHandle};
@@ -75,7 +76,7 @@ impl Context {
     pub fn embedding_cache(&self) -> anyhow::Result<EmbeddingCache> {
         let spec = self.catalog.get(MINILM)?;
         let ids: Vec<&str> = spec.files.iter().map(|f| f.sha256.as_str()).collect();
-        let key = format!("minilm-{}", &hex_sha256(ids.join(",").as_bytes())[..16]);
+        let key = format!("minilm-{}", &hex::encode(Sha256::digest(ids.join(",")))[..16]);
         Ok(EmbeddingCache::open(&EmbeddingCache::path_in(
             self.store.home(),
             &key,
@@ -147,10 +148,11 @@ impl Context {
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The value at fraction `q` (0 to 1) of `sorted` values (0 when empty):
+/// the percentiles every report and bench prints.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n => sorted[((n as f64 * q) as usize).min(n - 1)],
+    }
 }

@@ -139,9 +139,7 @@ impl RegistryFile {
             let at = e
                 .span()
                 .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    let (line, column) = triage_agents::line_col(text, s.start);
                     format!(":{line}:{column}")
                 })
                 .unwrap_or_default();

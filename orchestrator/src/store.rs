@@ -351,13 +351,7 @@ pub fn stats(calls: &[CallRecord]) -> BTreeMap<String, AgentStats> {
         .map(|(agent, calls)| {
             let mut latencies: Vec<f64> = calls.iter().filter(|c| c.ok).map(|c| c.latency_ms).collect();
             latencies.sort_by(f64::total_cmp);
-            let pick = |q: f64| {
-                if latencies.is_empty() {
-                    0.0
-                } else {
-                    latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
-                }
-            };
+            let pick = |q: f64| crate::percentile(&latencies, q);
             let s = AgentStats {
                 calls: calls.len() as u64,
                 errors: calls.iter().filter(|c| !c.ok).count() as u64,

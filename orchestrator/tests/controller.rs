@@ -410,7 +410,7 @@ fn a_timeout_is_a_clear_error() {
 
 /// The controller as a library, its general agent run from the test's
 /// triage binary.
-async fn library_registry(dir: &Path) -> Registry {
+fn library_registry(dir: &Path) -> Registry {
     let path = dir.join("registry.toml");
     std::fs::write(
         &path,
@@ -425,7 +425,7 @@ async fn library_registry(dir: &Path) -> Registry {
 #[tokio::test]
 async fn an_agent_killed_mid_call_is_restarted_and_the_call_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = library_registry(dir.path()).await;
+    let registry = library_registry(dir.path());
     let agent = registry.get("general").unwrap();
     let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     let options = CallOptions {

@@ -153,20 +153,8 @@ impl LlmHandle {
     /// The process-wide instance of the model at `path`: loaded on first
     /// use, then shared by every caller (one copy of the weights in memory).
     pub fn shared(path: &Path) -> Result<LlmHandle, Error> {
-        static LOADED: OnceLock<Mutex<HashMap<PathBuf, LlmHandle>>> = OnceLock::new();
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        // Held while loading so that two callers never load the same model
-        // twice; never held across an await.
-        let mut loaded = LOADED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = loaded.get(&key) {
-            return Ok(h.clone());
-        }
-        let handle = LlmHandle::load(&key, LoadOptions::default())?;
-        loaded.insert(key, handle.clone());
-        Ok(handle)
+        static LOADED: SharedHandles<LlmHandle> = OnceLock::new();
+        shared_handle(&LOADED, path, |p| LlmHandle::load(p, LoadOptions::default()))
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -235,6 +223,30 @@ impl LlmHandle {
     ) -> Result<R, Error> {
         self.actor.call(f).await
     }
+}
+
+/// Handles of models loaded once per process, by canonical path.
+pub(crate) type SharedHandles<H> = OnceLock<Mutex<HashMap<PathBuf, H>>>;
+
+/// The handle for the model at `path` in `loaded`, loading it with `load`
+/// on first use. The lock is held while loading, so two callers never load
+/// the same model twice; it is never held across an await.
+pub(crate) fn shared_handle<H: Clone>(
+    loaded: &SharedHandles<H>,
+    path: &Path,
+    load: impl FnOnce(&Path) -> Result<H, Error>,
+) -> Result<H, Error> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut loaded = loaded
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = loaded.get(&key) {
+        return Ok(h.clone());
+    }
+    let handle = load(&key)?;
+    loaded.insert(key, handle.clone());
+    Ok(handle)
 }
 
 #[cfg(test)]

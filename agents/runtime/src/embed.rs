@@ -1,9 +1,8 @@
 //! Sentence embeddings with all-MiniLM-L6-v2 (BERT): mean pooling over the
 //! tokens, L2-normalised, batched with padding to the longest text.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -11,7 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
 
 use crate::Error;
-use crate::actor::Actor;
+use crate::actor::{Actor, SharedHandles, shared_handle};
 
 /// Longest input in tokens; sentence-transformers trained MiniLM at 256.
 pub const MAX_TOKENS: usize = 256;
@@ -142,19 +141,8 @@ impl EmbedHandle {
     /// The process-wide encoder in `dir`: loaded on first use, then shared
     /// by every caller, like [`crate::LlmHandle::shared`].
     pub fn shared(dir: &Path) -> Result<EmbedHandle, Error> {
-        static LOADED: OnceLock<Mutex<HashMap<PathBuf, EmbedHandle>>> = OnceLock::new();
-        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        // Held while loading so that two callers never load it twice.
-        let mut loaded = LOADED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = loaded.get(&key) {
-            return Ok(h.clone());
-        }
-        let handle = EmbedHandle::load(&key)?;
-        loaded.insert(key, handle.clone());
-        Ok(handle)
+        static LOADED: SharedHandles<EmbedHandle> = OnceLock::new();
+        shared_handle(&LOADED, dir, EmbedHandle::load)
     }
 
     pub fn dim(&self) -> usize {

@@ -13,4 +13,4 @@ mod spec;
 pub use card::{CardFile, CardModel, ModelCard};
 pub use labels::{Combine, CueFn, Decision, LabelClassifier, LabelDef, LabelScore, LabelSet, Neighbour};
 pub use server::{AskParams, AskResult, GenerationReport, SpecialistServer, label_set_for_tool};
-pub use spec::{AgentSpec, Measured, SpecError, Thresholds, builtin, load_dir, tools_for_domain};
+pub use spec::{AgentSpec, Measured, SpecError, Thresholds, builtin, line_col, load_dir, tools_for_domain};

@@ -254,7 +254,9 @@ pub fn load_dir(dir: &Path, catalog: &Catalog) -> Result<Vec<AgentSpec>, SpecErr
     paths.iter().map(|p| AgentSpec::load(p, catalog)).collect()
 }
 
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+/// The 1-based line and column of byte `offset` in `text`, for errors that
+/// point into a spec file.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;

@@ -281,7 +281,7 @@ fn print_route(out: &mut impl Write, d: &RouteDecision) -> std::io::Result<()> {
                 c.slm_probability.map_or("-".into(), |p| format!("{p:.3}")),
                 c.nearest
                     .first()
-                    .map(|n| format!("{:.2} {}", n.similarity, shorten(&n.example, 60)))
+                    .map(|n| format!("{:.2} {}", n.similarity, super::shorten(&n.example, 60)))
                     .unwrap_or_default(),
             ]
         })
@@ -297,13 +297,4 @@ fn print_route(out: &mut impl Write, d: &RouteDecision) -> std::io::Result<()> {
         ],
         &rows,
     )
-}
-
-fn shorten(s: &str, n: usize) -> String {
-    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        format!("{}…", one_line.chars().take(n).collect::<String>())
-    }
 }

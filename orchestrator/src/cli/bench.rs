@@ -114,7 +114,7 @@ async fn router(ctx: &triage::Context, args: RouterArgs) -> anyhow::Result<ExitC
     }
     let embed_p50 = median(&embed_only);
     latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let pick = |q: f64| triage::percentile(&latencies, q);
     let (p50, p95, p99) = (pick(0.5), pick(0.95), pick(0.99));
     let threads = candle_core::utils::get_num_threads();
     let mut out = std::io::stdout().lock();

@@ -253,14 +253,6 @@ fn read_pairs(path: &Path, input: &str, label: &str) -> anyhow::Result<Vec<(Stri
     Ok(rows)
 }
 
-/// The value at fraction `q` of sorted `values`.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
-}
-
 fn report(task: &Task, results: &[(String, String, f64, f64)], total_ms: f64) -> serde_json::Value {
     let n = results.len();
     let correct = results.iter().filter(|r| r.0 == r.1).count();
@@ -303,8 +295,8 @@ fn report(task: &Task, results: &[(String, String, f64, f64)], total_ms: f64) ->
         "items": n,
         "accuracy": correct as f64 / n as f64,
         "macro_f1": f1s.iter().sum::<f64>() / f1s.len().max(1) as f64,
-        "latency_ms_p50": latencies[n / 2],
-        "latency_ms_p95": latencies[(n * 95 / 100).min(n - 1)],
+        "latency_ms_p50": triage::percentile(&latencies, 0.5),
+        "latency_ms_p95": triage::percentile(&latencies, 0.95),
         "total_ms": total_ms,
         "confidence_buckets": buckets,
         "top_confusions": confusions.iter().take(8).map(|((l, p), c)| json!({ "label": l, "predicted": p, "count": c })).collect::<Vec<_>>(),

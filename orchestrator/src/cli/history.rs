@@ -37,7 +37,7 @@ pub fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
                     r.decision.agent.clone(),
                     format!("{:.3}", r.decision.probability),
                     format!("{:?}", r.decision.stage).to_lowercase(),
-                    excerpt(&r.task),
+                    super::shorten(&r.task, 50),
                 ]
             })
             .collect();
@@ -69,7 +69,7 @@ pub fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
                 a["agent"].as_str().unwrap_or_default().to_string(),
                 a["confidence"].as_f64().map_or("-".into(), |c| format!("{c:.2}")),
                 path.join(" → "),
-                excerpt(a["task"].as_str().unwrap_or_default()),
+                super::shorten(a["task"].as_str().unwrap_or_default(), 50),
             ]
         })
         .collect();
@@ -79,13 +79,4 @@ pub fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> {
         &rows,
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn excerpt(s: &str) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 50 {
-        format!("{}…", one.chars().take(50).collect::<String>())
-    } else {
-        one
-    }
 }

@@ -66,9 +66,7 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         }
         rows.truncate(n);
     }
-    let mut options = args.controller.options(false);
-    options.slm = false;
-    let controller = ctx.controller(&options).await?;
+    let controller = ctx.controller(&args.controller.options(false)).await?;
     if controller.registry.cascade.samples == 0 {
         bail!("the registry's cascade has samples = 0, so there is no voting stage to measure");
     }

@@ -156,9 +156,9 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
     let mut latencies: Vec<f64> = results.iter().map(|r| r.5).collect();
     latencies.sort_by(f64::total_cmp);
     let (p50, p95, p99) = (
-        super::percentile(&latencies, 0.5),
-        super::percentile(&latencies, 0.95),
-        super::percentile(&latencies, 0.99),
+        triage::percentile(&latencies, 0.5),
+        triage::percentile(&latencies, 0.95),
+        triage::percentile(&latencies, 0.99),
     );
     let per_domain: Vec<serde_json::Value> = agents
         .iter()
