@@ -23,6 +23,7 @@ use rmcp::model::{CallToolResult, JsonObject};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use triage_agents::AgentSpec;
+use triage_tools::arithmetic::final_answer;
 
 use crate::dispatch::{self, CallOptions, CallOutcome};
 use crate::registry::{Agent, Registry};
@@ -73,6 +74,11 @@ pub struct Hop {
     pub answer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the agent's confidence was made of, as it reported it (for our
+    /// specialists: fluency, completion, the final answer's probability,
+    /// arithmetic steps checked and wrong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Value>,
 }
 
 /// The controller's answer.
@@ -115,6 +121,7 @@ struct Answer {
     agent_version: Option<String>,
     model: Option<String>,
     tokens: u64,
+    checks: Option<Value>,
 }
 
 impl Controller {
@@ -187,6 +194,7 @@ impl Controller {
             latency_ms: calls.last().map_or(0.0, |c: &CallRecord| c.latency_ms),
             answer: Some(first.text.clone()),
             note: None,
+            checks: first.checks.clone(),
         });
 
         let cascade = &self.registry.cascade;
@@ -226,6 +234,7 @@ impl Controller {
                     cascade.temperature,
                     if votes == 1 { "" } else { "s" }
                 )),
+                checks: best.checks.clone(),
             });
         }
 
@@ -241,6 +250,7 @@ impl Controller {
                     latency_ms: 0.0,
                     answer: None,
                     note: Some("no fallback agent is configured, so the answer stays local, flagged as low-confidence".into()),
+                    checks: None,
                 }),
                 Some(f) => {
                     let fb = self.registry.get(&f.agent)?;
@@ -260,6 +270,7 @@ impl Controller {
                                 latency_ms: t.elapsed().as_secs_f64() * 1000.0,
                                 answer: Some(a.text.clone()),
                                 note: None,
+                                checks: a.checks.clone(),
                             });
                             best = a;
                             answered_by = fb.name().into();
@@ -278,6 +289,7 @@ impl Controller {
                             latency_ms: t.elapsed().as_secs_f64() * 1000.0,
                             answer: None,
                             note: Some(note),
+                            checks: None,
                         });
                     }
                 }
@@ -418,6 +430,7 @@ fn read_answer(r: &CallToolResult) -> Answer {
         agent_version: field("agent_version").and_then(Value::as_str).map(str::to_string),
         model: field("model").and_then(Value::as_str).map(str::to_string),
         tokens: field("tokens").and_then(Value::as_u64).unwrap_or(0),
+        checks: field("checks").cloned(),
     }
 }
 
@@ -433,8 +446,8 @@ pub fn text_of(r: &CallToolResult) -> String {
 /// What an answer says, for voting: its final number when it gives one,
 /// else its first sentence, lower-cased, letters and digits only.
 pub fn answer_key(text: &str) -> String {
-    if let Some(n) = final_number(text) {
-        return n;
+    if let Some(n) = final_answer(text) {
+        return n.normalized;
     }
     let first = text
         .split(['.', '\n', '!', '?'])
@@ -448,36 +461,6 @@ pub fn answer_key(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
-}
-
-/// The last number in a text, without thousands separators or a trailing
-/// `.0` (`"$1,200.00"` → `"1200"`).
-pub fn final_number(text: &str) -> Option<String> {
-    let mut last = None;
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_ascii_digit() {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_digit()
-                    || ((chars[i] == ',' || chars[i] == '.')
-                        && chars.get(i + 1).is_some_and(char::is_ascii_digit)))
-            {
-                i += 1;
-            }
-            let raw: String = chars[start..i].iter().filter(|c| **c != ',').collect();
-            let negative = start > 0 && chars[start - 1] == '-';
-            let n = match raw.split_once('.') {
-                Some((whole, frac)) if frac.chars().all(|c| c == '0') => whole.to_string(),
-                _ => raw,
-            };
-            last = Some(if negative { format!("-{n}") } else { n });
-        } else {
-            i += 1;
-        }
-    }
-    last
 }
 
 /// Confidence-weighted vote: the winning group's most confident answer,
@@ -512,14 +495,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn final_numbers_are_normalised() {
+    fn answers_are_keyed_by_their_final_number_or_first_sentence() {
+        assert_eq!(answer_key("It costs $1,200.00 in total."), "1200");
+        assert_eq!(answer_key("So 3 + 4 = 7. The answer is 7, not 9."), "7");
         assert_eq!(
-            final_number("It costs $1,200.00 in total.").as_deref(),
-            Some("1200")
+            answer_key("Canberra is the capital. It is small."),
+            "canberra is the capital"
         );
-        assert_eq!(final_number("First 3, then 4.5 hours").as_deref(), Some("4.5"));
-        assert_eq!(final_number("The change is -7").as_deref(), Some("-7"));
-        assert_eq!(final_number("no digits"), None);
     }
 
     #[test]
@@ -530,6 +512,7 @@ mod tests {
             agent_version: None,
             model: None,
             tokens: 1,
+            checks: None,
         };
         let answers = [
             a("So 18 eggs.", 0.4),

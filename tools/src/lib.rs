@@ -4,6 +4,7 @@
 //! tool's input and output schemas unchanged. A model does what needs
 //! language understanding; these functions do what code does better.
 
+pub mod arithmetic;
 pub mod code;
 pub mod cues;
 pub mod finance;

@@ -6,6 +6,7 @@
 //! line and what was expected.
 
 mod card;
+pub mod confidence;
 pub mod labels;
 mod server;
 mod spec;

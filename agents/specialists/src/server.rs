@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use triage_runtime::{GenerateParams, Generation, LlmHandle, Prompt, StreamEvent};
 use triage_tools::{code, finance, legal};
 
+use crate::confidence::{self, AnswerChecks};
 use crate::labels::{LabelClassifier, LabelScore};
 use crate::{AgentSpec, ModelCard};
 
@@ -43,9 +44,13 @@ pub struct AskParams {
 /// What every tool that generates text reports about the generation.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct GenerationReport {
-    /// Geometric mean of the generated tokens' probabilities, 0 to 1: how
-    /// sure the model was of the words it chose.
+    /// How sure the answer deserves to be, 0 to 1: the model's probability
+    /// for the answer (its final number's tokens where it works one out,
+    /// else the geometric mean over all tokens), lowered when the answer
+    /// was cut off or its arithmetic is wrong (see `checks`).
     pub confidence: f64,
+    /// What the confidence was made of.
+    pub checks: AnswerChecks,
     /// Why generation ended: `eos`, `max_tokens`, `stop`, `context`.
     pub finish_reason: String,
     pub agent: String,
@@ -222,6 +227,17 @@ impl SpecialistServer {
         }
     }
 
+    /// The tools a server for `spec` offers, with their input and output
+    /// schemas, without starting one (for checking workflows before they
+    /// run).
+    pub fn tools_for(spec: &AgentSpec) -> Vec<rmcp::model::Tool> {
+        Self::tool_router()
+            .list_all()
+            .into_iter()
+            .filter(|t| spec.tools.iter().any(|n| n == t.name.as_ref()))
+            .collect()
+    }
+
     /// The label classifier for this specialist's label tool (`sentiment`
     /// or `classify_clauses`), and the catalog name of its encoder.
     pub fn with_labels(mut self, classifier: LabelClassifier, encoder: &str) -> SpecialistServer {
@@ -273,8 +289,12 @@ impl SpecialistServer {
 
     /// The report on a finished generation that began at `start`.
     fn report(&self, g: &Generation, start: Instant) -> GenerationReport {
+        let (confidence, mut checks) = confidence::assess(g);
+        checks.fluency = round3(checks.fluency);
+        checks.answer_probability = checks.answer_probability.map(round3);
         GenerationReport {
-            confidence: round3(f64::from(g.mean_logprob()).exp()),
+            confidence: round3(confidence),
+            checks,
             finish_reason: serde_json::to_value(g.finish_reason)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))

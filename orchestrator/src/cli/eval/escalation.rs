@@ -12,8 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use triage::controller::{AskRequest, HopStage, final_number};
+use triage::controller::{AskRequest, HopStage};
 use triage::dispatch::CallOptions;
+use triage_tools::arithmetic::final_answer;
 
 use crate::cli::ask::ControllerArgs;
 
@@ -32,9 +33,13 @@ pub struct Args {
     /// Only the first N questions.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Longest answer, in tokens.
-    #[arg(long, default_value_t = 160, value_name = "N")]
+    /// Longest answer, in tokens (the `ask` tool's default).
+    #[arg(long, default_value_t = 256, value_name = "N")]
     max_tokens: usize,
+    /// Samples for the voting stage instead of the registry's cascade
+    /// setting; 0 measures the first answer only.
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
     /// Threshold instead of each specialist's min_confidence.
     #[arg(long, value_name = "P")]
     min_confidence: Option<f64>,
@@ -66,10 +71,11 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         }
         rows.truncate(n);
     }
-    let controller = ctx.controller(&args.controller.options(false)).await?;
-    if controller.registry.cascade.samples == 0 {
-        bail!("the registry's cascade has samples = 0, so there is no voting stage to measure");
+    let mut controller = ctx.controller(&args.controller.options(false)).await?;
+    if let Some(n) = args.samples {
+        controller.registry.cascade.samples = n;
     }
+    let voting = controller.registry.cascade.samples > 0;
     let mut details = match &args.details {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -101,8 +107,8 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         let (first, vote) = (hop(HopStage::Specialist), hop(HopStage::Samples));
         let right = |h: Option<&triage::controller::Hop>| {
             h.and_then(|h| h.answer.as_deref())
-                .and_then(final_number)
-                .is_some_and(|n| &n == answer)
+                .and_then(final_answer)
+                .is_some_and(|n| &n.normalized == answer)
         };
         let item = Item {
             first_right: right(first),
@@ -117,8 +123,8 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
                 "{}",
                 json!({
                     "question": question, "answer": answer, "agent": outcome.route.agent,
-                    "first": { "answer": first.and_then(|h| h.answer.clone()), "confidence": item.first_confidence, "right": item.first_right },
-                    "vote": { "answer": vote.and_then(|h| h.answer.clone()), "confidence": item.vote_confidence, "right": item.vote_right, "note": vote.and_then(|h| h.note.clone()) },
+                    "first": { "answer": first.and_then(|h| h.answer.clone()), "confidence": item.first_confidence, "right": item.first_right, "checks": first.and_then(|h| h.checks.clone()) },
+                    "vote": { "answer": vote.and_then(|h| h.answer.clone()), "confidence": item.vote_confidence, "right": item.vote_right, "note": vote.and_then(|h| h.note.clone()), "checks": vote.and_then(|h| h.checks.clone()) },
                 })
             )?;
         }
@@ -133,18 +139,22 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
     let n = items.len() as f64;
     let first_acc = items.iter().filter(|i| i.first_right).count() as f64 / n;
     let vote_acc = items.iter().filter(|i| i.vote_right).count() as f64 / n;
-    let first_auroc = auroc(
+    let first_auroc = Auroc::of(
         &items
             .iter()
             .map(|i| (i.first_confidence, i.first_right))
             .collect::<Vec<_>>(),
     );
-    let vote_auroc = auroc(
-        &items
-            .iter()
-            .map(|i| (i.vote_confidence, i.vote_right))
-            .collect::<Vec<_>>(),
-    );
+    let vote_auroc = voting
+        .then(|| {
+            Auroc::of(
+                &items
+                    .iter()
+                    .map(|i| (i.vote_confidence, i.vote_right))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten();
     // The cascade as configured: the first answer stands when confident,
     // else the vote's when confident, else the question is escalated.
     let kept_first: Vec<&Item> = items
@@ -153,15 +163,21 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         .collect();
     let kept_vote: Vec<&Item> = items
         .iter()
-        .filter(|i| i.first_confidence < i.threshold && i.vote_confidence >= i.threshold)
+        .filter(|i| voting && i.first_confidence < i.threshold && i.vote_confidence >= i.threshold)
         .collect();
     let escalated: Vec<&Item> = items
         .iter()
-        .filter(|i| i.first_confidence < i.threshold && i.vote_confidence < i.threshold)
+        .filter(|i| i.first_confidence < i.threshold && (!voting || i.vote_confidence < i.threshold))
         .collect();
     let right_of = |v: &[&Item], vote: bool| {
         v.iter()
-            .filter(|i| if vote { i.vote_right } else { i.first_right })
+            .filter(|i| {
+                if vote && voting {
+                    i.vote_right
+                } else {
+                    i.first_right
+                }
+            })
             .count()
     };
     let stages = json!([
@@ -171,17 +187,18 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
     ]);
     let thresholds: std::collections::BTreeSet<String> =
         items.iter().map(|i| format!("{:.2}", i.threshold)).collect();
+    let cascade = &controller.registry.cascade;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(
             out,
             "{}",
             json!({
-                "file": path, "items": items.len(), "samples": controller.registry.cascade.samples,
-                "temperature": controller.registry.cascade.temperature, "max_tokens": args.max_tokens,
+                "file": path, "items": items.len(), "samples": cascade.samples,
+                "temperature": cascade.temperature, "max_tokens": args.max_tokens,
                 "thresholds": thresholds,
                 "first": { "accuracy": first_acc, "auroc": first_auroc },
-                "vote": { "accuracy": vote_acc, "auroc": vote_auroc },
+                "vote": voting.then(|| json!({ "accuracy": vote_acc, "auroc": vote_auroc })),
                 "stages": stages,
             })
         )?;
@@ -192,26 +209,37 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         "escalation on {} ({} questions; {} samples at temperature {}; threshold {})",
         path.display(),
         items.len(),
-        controller.registry.cascade.samples,
-        controller.registry.cascade.temperature,
+        cascade.samples,
+        cascade.temperature,
         thresholds.into_iter().collect::<Vec<_>>().join(", ")
     )?;
-    let fmt = |x: Option<f64>| x.map_or("- (needs right and wrong answers)".into(), |a| format!("{a:.3}"));
+    let fmt = |a: Option<Auroc>| {
+        a.map_or("- (needs right and wrong answers)".into(), |a| {
+            format!(
+                "{:.3} ± {:.3} ({} right, {} wrong)",
+                a.auroc,
+                1.96 * a.standard_error,
+                a.right,
+                a.wrong
+            )
+        })
+    };
+    let mut rows = vec![vec![
+        "first (greedy)".into(),
+        format!("{first_acc:.3}"),
+        fmt(first_auroc),
+    ]];
+    if voting {
+        rows.push(vec![
+            "confidence-weighted vote".into(),
+            format!("{vote_acc:.3}"),
+            fmt(vote_auroc),
+        ]);
+    }
     super::super::print_table(
         &mut out,
-        &["answer", "accuracy", "AUROC of its confidence"],
-        &[
-            vec![
-                "first (greedy)".into(),
-                format!("{first_acc:.3}"),
-                fmt(first_auroc),
-            ],
-            vec![
-                "confidence-weighted vote".into(),
-                format!("{vote_acc:.3}"),
-                fmt(vote_auroc),
-            ],
-        ],
+        &["answer", "accuracy", "AUROC of its confidence (95% interval)"],
+        &rows,
     )?;
     writeln!(out)?;
     super::super::print_table(
@@ -236,6 +264,36 @@ pub async fn run(ctx: &triage::Context, args: Args) -> anyhow::Result<ExitCode> 
         ],
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How well a confidence ranks right answers above wrong ones.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Auroc {
+    pub auroc: f64,
+    /// Hanley and McNeil's (1982) standard error: with few right answers
+    /// the AUROC is a rough estimate, and this says how rough.
+    pub standard_error: f64,
+    pub right: usize,
+    pub wrong: usize,
+}
+
+impl Auroc {
+    /// `None` without both right and wrong answers.
+    pub fn of(items: &[(f64, bool)]) -> Option<Auroc> {
+        let a = auroc(items)?;
+        let right = items.iter().filter(|i| i.1).count();
+        let wrong = items.len() - right;
+        let (np, nn) = (right as f64, wrong as f64);
+        let q1 = a / (2.0 - a);
+        let q2 = 2.0 * a * a / (1.0 + a);
+        let var = (a * (1.0 - a) + (np - 1.0) * (q1 - a * a) + (nn - 1.0) * (q2 - a * a)) / (np * nn);
+        Some(Auroc {
+            auroc: a,
+            standard_error: var.max(0.0).sqrt(),
+            right,
+            wrong,
+        })
+    }
 }
 
 /// Area under the ROC curve of `score` for telling right (true) from wrong:
@@ -264,7 +322,7 @@ pub fn auroc(items: &[(f64, bool)]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::auroc;
+    use super::{Auroc, auroc};
 
     #[test]
     fn auroc_ranks_right_above_wrong() {
@@ -272,5 +330,15 @@ mod tests {
         assert_eq!(auroc(&[(0.1, true), (0.9, false)]), Some(0.0));
         assert_eq!(auroc(&[(0.5, true), (0.5, false)]), Some(0.5));
         assert_eq!(auroc(&[(0.5, true)]), None);
+    }
+
+    #[test]
+    fn the_interval_narrows_with_more_answers() {
+        let few = Auroc::of(&[(0.9, true), (0.1, false), (0.2, false)]).unwrap();
+        let many: Vec<(f64, bool)> = (0..40).map(|i| (f64::from(i), i % 2 == 0)).collect();
+        let many = Auroc::of(&many).unwrap();
+        assert_eq!((few.right, few.wrong), (1, 2));
+        assert!(many.standard_error < few.standard_error, "{many:?} {few:?}");
+        assert!((0.0..0.5).contains(&few.standard_error));
     }
 }
