@@ -9,6 +9,8 @@ mod eval;
 mod generate;
 mod history;
 mod models;
+mod run;
+mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +42,14 @@ enum Command {
     /// The agents the controller can call: list, health, stats.
     #[command(subcommand)]
     Agents(agents::Command),
+    /// Check workflow specs: syntax, fields, references, cycles, agents,
+    /// tools and arguments, each problem with its line and column.
+    Validate(validate::Args),
+    /// Run a workflow spec with its inputs, recording every step durably.
+    Run(run::RunArgs),
+    /// Workflow runs: list, show, resume, cancel.
+    #[command(subcommand)]
+    Runs(run::RunsCommand),
     /// Recent answers (or, with --routes, routing decisions) from the store.
     History(history::Args),
     /// Run a specialist agent.
@@ -102,6 +112,9 @@ pub fn main() -> ExitCode {
             Command::Route(args) => ask::route(&ctx, args).await,
             Command::Agents(cmd) => agents::run(&ctx, cmd).await,
             Command::History(args) => history::run(&ctx, args),
+            Command::Validate(args) => validate::run(&ctx, args),
+            Command::Run(args) => run::run(&ctx, args).await,
+            Command::Runs(cmd) => run::runs(&ctx, cmd).await,
             Command::Agent(cmd) => agent::run(&ctx, cmd).await,
             Command::Generate(args) => generate::run(&ctx, args).await,
             Command::Embed(args) => embed::run(&ctx, args).await,

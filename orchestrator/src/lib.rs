@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod registry;
 pub mod router;
 pub mod store;
+pub mod workflow;
 
 use std::path::Path;
 

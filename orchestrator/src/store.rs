@@ -154,10 +154,6 @@ impl SledStore {
         &self.path
     }
 
-    fn owner_file(&self) -> PathBuf {
-        self.path.join("owner")
-    }
-
     /// Opens the store, runs `f`, flushes and closes it.
     fn with_db<R>(&self, write: bool, f: impl FnOnce(&sled::Db) -> sled::Result<R>) -> Result<R, StoreError> {
         let _local = self
@@ -170,88 +166,20 @@ impl SledStore {
             let db = sled::Config::new()
                 .temporary(true)
                 .open()
-                .map_err(|e| self.damaged(e))?;
-            return f(&db).map_err(|e| self.damaged(e));
+                .map_err(|e| damaged(&self.path, e))?;
+            return f(&db).map_err(|e| damaged(&self.path, e));
         }
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
-        let db = loop {
-            match sled::Config::new().path(&self.path).open() {
-                Ok(db) => break db,
-                Err(e) if is_lock_error(&e) => {
-                    if start.elapsed() >= self.wait {
-                        return Err(StoreError::Busy {
-                            path: self.path.clone(),
-                            holder: self.holder(),
-                            waited: start.elapsed(),
-                        });
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => return Err(self.damaged(e)),
-            }
+        let held = Held::open(&self.path, self.wait, write)?;
+        let result = f(&held.db).map_err(|e| damaged(&self.path, e));
+        let flushed = if write {
+            held.db.flush().map(|_| ())
+        } else {
+            Ok(())
         };
-        let _ = std::fs::write(self.owner_file(), owner_line());
-        let result = self
-            .check_version(&db, write)
-            .and_then(|()| f(&db).map_err(|e| self.damaged(e)));
-        let flushed = if write { db.flush().map(|_| ()) } else { Ok(()) };
-        let _ = std::fs::remove_file(self.owner_file());
-        drop(db);
+        drop(held);
         let r = result?;
-        flushed.map_err(|e| self.damaged(e))?;
+        flushed.map_err(|e| damaged(&self.path, e))?;
         Ok(r)
-    }
-
-    fn check_version(&self, db: &sled::Db, write: bool) -> Result<(), StoreError> {
-        match db.get("schema_version").map_err(|e| self.damaged(e))? {
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
-            Some(v) => Err(StoreError::Version {
-                path: self.path.clone(),
-                found: String::from_utf8_lossy(&v).into_owned(),
-            }),
-            None if db.is_empty() || !write => {
-                if write {
-                    db.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())
-                        .map_err(|e| self.damaged(e))?;
-                }
-                Ok(())
-            }
-            None => Err(StoreError::Version {
-                path: self.path.clone(),
-                found: "none (not a triage store?)".into(),
-            }),
-        }
-    }
-
-    fn damaged(&self, e: sled::Error) -> StoreError {
-        match e {
-            sled::Error::Io(source) => StoreError::Io {
-                path: self.path.clone(),
-                source,
-            },
-            other => StoreError::Damaged {
-                path: self.path.clone(),
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    /// Who holds the store, from the owner file the holder wrote.
-    fn holder(&self) -> String {
-        match std::fs::read_to_string(self.owner_file()) {
-            Ok(line) if !line.trim().is_empty() => {
-                let pid = line.split_whitespace().nth(1).unwrap_or("");
-                let alive = Path::new("/proc").join(pid).exists();
-                if alive || !Path::new("/proc/self").exists() {
-                    line.trim().to_string()
-                } else {
-                    format!("another process (last recorded holder: {})", line.trim())
-                }
-            }
-            _ => "another process".into(),
-        }
     }
 
     fn append<T: Serialize>(&self, tree: &str, items: &[T]) -> Result<(), StoreError> {
@@ -292,6 +220,110 @@ impl SledStore {
             })
             .collect())
     }
+}
+
+/// A sled database this process holds open, its `owner` file naming the
+/// process until it is dropped. Shared by the controller's store (held for
+/// one operation) and workflow runs (held while the run executes).
+#[derive(Debug)]
+pub struct Held {
+    pub db: sled::Db,
+    owner: PathBuf,
+}
+
+impl Held {
+    /// Opens the database in `path`, waiting up to `wait` while another
+    /// process holds it, then failing with a message naming that process.
+    /// A database of another schema version, or a damaged one, is refused
+    /// and left unchanged. `write` creates the version mark in a new one.
+    pub fn open(path: &Path, wait: Duration, write: bool) -> Result<Held, StoreError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if start.elapsed() >= wait {
+                        return Err(StoreError::Busy {
+                            path: path.to_path_buf(),
+                            holder: holder(path),
+                            waited: start.elapsed(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(damaged(path, e)),
+            }
+        };
+        let owner = path.join("owner");
+        let _ = std::fs::write(&owner, owner_line());
+        let held = Held { db, owner };
+        check_version(path, &held.db, write)?;
+        Ok(held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.owner);
+    }
+}
+
+fn check_version(path: &Path, db: &sled::Db, write: bool) -> Result<(), StoreError> {
+    match db.get("schema_version").map_err(|e| damaged(path, e))? {
+        Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
+        Some(v) => Err(StoreError::Version {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(&v).into_owned(),
+        }),
+        None if db.is_empty() || !write => {
+            if write {
+                db.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(|e| damaged(path, e))?;
+            }
+            Ok(())
+        }
+        None => Err(StoreError::Version {
+            path: path.to_path_buf(),
+            found: "none (not a triage store?)".into(),
+        }),
+    }
+}
+
+/// A sled error as the store's error.
+pub fn damaged(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Who holds the database in `path`, from the owner file the holder
+/// wrote.
+pub fn holder(path: &Path) -> String {
+    match std::fs::read_to_string(path.join("owner")) {
+        Ok(line) if !line.trim().is_empty() => {
+            let pid = line.split_whitespace().nth(1).unwrap_or("");
+            if pid_alive(pid) {
+                line.trim().to_string()
+            } else {
+                format!("another process (last recorded holder: {})", line.trim())
+            }
+        }
+        _ => "another process".into(),
+    }
+}
+
+/// Whether process `pid` is running (always true where /proc is missing).
+pub fn pid_alive(pid: &str) -> bool {
+    !pid.is_empty() && Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists()
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {

@@ -2,6 +2,8 @@
 //! and embedding latency, with candle's stock quantized llama measured side
 //! by side on the same file for the ratios.
 
+mod workflow;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +22,9 @@ pub enum Command {
     Runtime(RuntimeArgs),
     /// Routing latency for one task of about 40 tokens, models loaded.
     Router(RouterArgs),
+    /// The workflow executor's overhead per step (store writes included)
+    /// over a 1,000-step chain of cheap tool calls.
+    Workflow(workflow::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +85,7 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
     match cmd {
         Command::Runtime(args) => runtime(ctx, args).await,
         Command::Router(args) => router(ctx, args).await,
+        Command::Workflow(args) => workflow::run(ctx, args).await,
     }
 }
 
