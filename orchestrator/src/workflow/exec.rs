@@ -295,7 +295,7 @@ async fn execute(
                     done[i] = Some(d);
                     continue;
                 }
-                let ctx = context(&exec.inputs, &plan, &done);
+                let ctx = context(&exec.inputs, &plan, &done, Some(needs));
                 let e = exec.clone();
                 running.spawn(async move { (i, e.step(i, ctx).await) });
             }
@@ -338,7 +338,7 @@ async fn execute(
     } else if let Some(f) = failure {
         (RunStatus::Failed, Some(f), None)
     } else {
-        let ctx = context(&exec.inputs, &plan, &done);
+        let ctx = context(&exec.inputs, &plan, &done, None);
         let mut outputs = Map::new();
         let mut error = None;
         for (name, tpl) in &plan.outputs {
@@ -380,14 +380,18 @@ async fn execute(
     })
 }
 
-/// The template context: inputs and every finished step.
-fn context(inputs: &Value, plan: &Plan, done: &[Option<Done>]) -> Value {
-    let steps: Map<String, Value> = plan
-        .steps
-        .iter()
-        .zip(done)
-        .filter_map(|(s, d)| d.as_ref().map(|d| (s.id.clone(), d.view.clone())))
-        .collect();
+/// The template context: inputs and the finished steps in `only` (a
+/// step's needs: the only steps its templates can read), or all of them.
+fn context(inputs: &Value, plan: &Plan, done: &[Option<Done>], only: Option<&[usize]>) -> Value {
+    let pick = |i: usize| {
+        done[i]
+            .as_ref()
+            .map(|d| (plan.steps[i].id.clone(), d.view.clone()))
+    };
+    let steps: Map<String, Value> = match only {
+        Some(needs) => needs.iter().filter_map(|&i| pick(i)).collect(),
+        None => (0..plan.steps.len()).filter_map(pick).collect(),
+    };
     json!({ "inputs": inputs, "steps": steps })
 }
 
