@@ -237,6 +237,11 @@ impl Held {
     /// A database of another schema version, or a damaged one, is refused
     /// and left unchanged. `write` creates the version mark in a new one.
     pub fn open(path: &Path, wait: Duration, write: bool) -> Result<Held, StoreError> {
+        // sled rewrites a folder it does not recognise as a fresh database;
+        // refuse anything that is not one before it gets the chance.
+        if path.join("db").exists() {
+            looks_like_sled(path)?;
+        }
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
         let db = loop {
@@ -268,6 +273,22 @@ impl Drop for Held {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.owner);
     }
+}
+
+/// Whether an existing store folder holds a sled database: its `conf`
+/// must be sled's configuration.
+fn looks_like_sled(path: &Path) -> Result<(), StoreError> {
+    let damaged = |reason: &str| StoreError::Damaged {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let conf =
+        std::fs::read(path.join("conf")).map_err(|_| damaged("it has a `db` file but no sled `conf`"))?;
+    let text = String::from_utf8_lossy(&conf);
+    if !text.starts_with("segment_size:") || !text.contains("\nversion: ") {
+        return Err(damaged("its `conf` is not a sled configuration"));
+    }
+    Ok(())
 }
 
 fn check_version(path: &Path, db: &sled::Db, write: bool) -> Result<(), StoreError> {

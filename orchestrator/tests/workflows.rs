@@ -442,3 +442,129 @@ fn user_errors_are_clear() {
     let schema: Value = serde_json::from_slice(&schema.stdout).unwrap();
     assert_eq!(schema["title"], "triage workflow");
 }
+
+const KNOBS_SPEC: &str = r#"
+name: knobs
+version: "1"
+inputs:
+  go: { type: boolean, default: false }
+  contract: { type: string }
+steps:
+  - id: split
+    agent: legal
+    tool: split_clauses
+    with: { text: "{{ inputs.contract }}" }
+  - id: maybe
+    when: inputs.go
+    agent: legal
+    tool: extract_terms
+    with: { text: "{{ inputs.contract }}" }
+  - id: after_maybe
+    agent: finance
+    tool: extract_amounts
+    with: { text: "{{ steps.maybe.output.parties | length }} parties" }
+  - id: slow
+    agent: general
+    prompt: "Write a long story about {{ steps.split.output.clauses | length }} dragons."
+    max_tokens: 400
+    min_confidence: 0
+    timeout: 300ms
+    retry: { attempts: 2, backoff: 100ms }
+"#;
+
+#[test]
+fn conditions_skip_and_timeouts_retry_then_fail_the_run() {
+    let home = tempfile::tempdir().unwrap();
+    let spec = home.path().join("knobs.yaml");
+    std::fs::write(&spec, KNOBS_SPEC).unwrap();
+    let spec = spec.to_str().unwrap();
+    let contract = "contract=@examples/contracts/services-agreement.txt";
+
+    let o = triage(home.path(), &["run", spec, "--input", contract]);
+    failed_with(&o, "step `slow` failed");
+    failed_with(&o, "after 2 attempts");
+    let list = ok_json(&triage(home.path(), &["runs", "list", "--json"]));
+    assert_eq!(list["runs"][0]["status"], "failed", "{list}");
+    let id = list["runs"][0]["id"].as_str().unwrap();
+    let shown = ok_json(&triage(home.path(), &["runs", "show", id, "--json"]));
+    let step = |name: &str| {
+        shown["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name && s["item"].is_null())
+            .unwrap_or_else(|| panic!("no step {name} in {shown}"))
+            .clone()
+    };
+    assert_eq!(step("split")["status"], "completed");
+    assert_eq!(step("maybe")["status"], "skipped");
+    assert!(
+        step("maybe")["error"]
+            .as_str()
+            .unwrap()
+            .contains("`when: inputs.go` is false")
+    );
+    assert_eq!(step("after_maybe")["status"], "skipped");
+    assert!(
+        step("after_maybe")["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs `maybe`, which was skipped")
+    );
+    assert_eq!(step("slow")["status"], "failed");
+
+    // With the condition true, the skipped steps run.
+    let o = triage(
+        home.path(),
+        &["run", spec, "--input", contract, "--input", "go=true", "--json"],
+    );
+    assert!(!o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+    let shown = ok_json(&triage(home.path(), &["runs", "show", id, "--json"]));
+    let statuses: Vec<(String, String)> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&("maybe".into(), "completed".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("after_maybe".into(), "completed".into())),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn a_damaged_run_store_is_refused_and_left_as_it_was() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("runs").join("20260101-000000-000000");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("db"), b"this is not a sled database").unwrap();
+    std::fs::write(dir.join("conf"), b"garbage").unwrap();
+    let before: Vec<(String, Vec<u8>)> = ["db", "conf"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).unwrap()))
+        .collect();
+    let o = triage(home.path(), &["runs", "show", "20260101-000000-000000"]);
+    failed_with(&o, "cannot be opened");
+    failed_with(&o, "left unchanged");
+    for (f, bytes) in before {
+        assert_eq!(std::fs::read(dir.join(&f)).unwrap(), bytes, "{f} was changed");
+    }
+    // The controller's store is guarded the same way.
+    let store = home.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("db"), b"not sled either").unwrap();
+    let o = triage(home.path(), &["history"]);
+    failed_with(&o, "cannot be opened");
+    assert_eq!(std::fs::read(store.join("db")).unwrap(), b"not sled either");
+}
