@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn the_interval_narrows_with_more_answers() {
-        let few = Auroc::of(&[(0.9, true), (0.1, false), (0.2, false)]).unwrap();
+        let few = Auroc::of(&[(0.9, true), (0.1, false), (0.95, false)]).unwrap();
         let many: Vec<(f64, bool)> = (0..40).map(|i| (f64::from(i), i % 2 == 0)).collect();
         let many = Auroc::of(&many).unwrap();
         assert_eq!((few.right, few.wrong), (1, 2));
