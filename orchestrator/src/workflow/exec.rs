@@ -463,20 +463,8 @@ impl Exec {
         let step = &self.plan.steps[i];
         let mut rec = self.record(step, None, StepStatus::Skipped, &now(), Instant::now());
         rec.error = Some(why.to_string());
-        self.store
-            .event("step_skipped", Some(&step.id), None, Some(why.to_string()))?;
-        self.store.put_step(&rec, true)?;
-        self.report(Progress::StepFinished {
-            step: step.id.clone(),
-            status: StepStatus::Skipped,
-            duration_ms: 0.0,
-            confidence: None,
-            note: Some(why.to_string()),
-        });
-        Ok(Done {
-            status: StepStatus::Skipped,
-            view: view_of(&rec),
-        })
+        let why = Some(why.to_string());
+        Ok(self.finish(rec, "step_skipped", why.clone(), why, 0.0)?.0)
     }
 
     /// Runs step `i` to its end: skipped, completed, failed or cancelled.
@@ -515,24 +503,8 @@ impl Exec {
                     let ms = c.ms;
                     let mut rec = self.record(step, None, StepStatus::Completed, &started, t);
                     fill(&mut rec, c);
-                    self.store.put_step(&rec, false)?;
-                    self.store.event("step_completed", Some(&step.id), None, None)?;
-                    // Durable before anything that needs it starts.
-                    self.store.flush()?;
-                    self.report(Progress::StepFinished {
-                        step: step.id.clone(),
-                        status: StepStatus::Completed,
-                        duration_ms: rec.duration_ms.unwrap_or(0.0),
-                        confidence: rec.confidence,
-                        note: rec.low_confidence.then(|| "low confidence".into()),
-                    });
-                    Ok((
-                        Done {
-                            status: StepStatus::Completed,
-                            view: view_of(&rec),
-                        },
-                        ms,
-                    ))
+                    let note = rec.low_confidence.then(|| "low confidence".to_string());
+                    self.finish(rec, "step_completed", None, note, ms)
                 }
                 Err((e, ms)) => self.finish_failed(step, &started, t, e, ms),
             };
@@ -648,27 +620,36 @@ impl Exec {
         let known: Vec<f64> = confidences.iter().flatten().copied().collect();
         rec.confidence = (!known.is_empty()).then(|| known.iter().copied().fold(f64::INFINITY, f64::min));
         rec.attempts = 1;
+        let note = Some(format!("{total} items"));
+        self.finish(rec, "step_completed", note.clone(), note, ms_total)
+    }
+
+    /// Records a step's end durably (before any step that needs it
+    /// starts), logs `kind`, reports it, and returns what later steps see.
+    fn finish(
+        &self,
+        rec: StepRecord,
+        kind: &str,
+        detail: Option<String>,
+        note: Option<String>,
+        ms: f64,
+    ) -> anyhow::Result<(Done, f64)> {
         self.store.put_step(&rec, false)?;
-        self.store.event(
-            "step_completed",
-            Some(&step.id),
-            None,
-            Some(format!("{total} items")),
-        )?;
+        self.store.event(kind, Some(&rec.step), None, detail)?;
         self.store.flush()?;
         self.report(Progress::StepFinished {
-            step: step.id.clone(),
-            status: StepStatus::Completed,
+            step: rec.step.clone(),
+            status: rec.status,
             duration_ms: rec.duration_ms.unwrap_or(0.0),
             confidence: rec.confidence,
-            note: Some(format!("{total} items")),
+            note,
         });
         Ok((
             Done {
-                status: StepStatus::Completed,
+                status: rec.status,
                 view: view_of(&rec),
             },
-            ms_total,
+            ms,
         ))
     }
 
@@ -687,29 +668,12 @@ impl Exec {
         };
         let mut rec = self.record(step, None, status, started, t);
         rec.error = Some(error.clone());
-        self.store.put_step(&rec, false)?;
         let kind = if status == StepStatus::Cancelled {
             "step_cancelled"
         } else {
             "step_failed"
         };
-        self.store
-            .event(kind, Some(&step.id), None, Some(error.clone()))?;
-        self.store.flush()?;
-        self.report(Progress::StepFinished {
-            step: step.id.clone(),
-            status,
-            duration_ms: rec.duration_ms.unwrap_or(0.0),
-            confidence: None,
-            note: Some(error),
-        });
-        Ok((
-            Done {
-                status,
-                view: view_of(&rec),
-            },
-            ms,
-        ))
+        self.finish(rec, kind, Some(error.clone()), Some(error), ms)
     }
 
     /// One call with the step's retries: the tool with its rendered

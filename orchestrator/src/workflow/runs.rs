@@ -298,14 +298,22 @@ impl RunStore {
 
     /// Every step and item record, in key order (a step before its items).
     pub fn steps(&self) -> Result<Vec<StepRecord>, StoreError> {
-        self.steps
-            .iter()
+        self.read_all(&self.steps, "a step record")
+    }
+
+    /// Every value of `tree`, in key order, read as JSON.
+    fn read_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        tree.iter()
             .values()
             .map(|v| {
                 let v = v.map_err(|e| self.err(e))?;
                 serde_json::from_slice(&v).map_err(|e| StoreError::Damaged {
                     path: self.dir.clone(),
-                    reason: format!("a step record cannot be read: {e}"),
+                    reason: format!("{what} cannot be read: {e}"),
                 })
             })
             .collect()
@@ -339,17 +347,7 @@ impl RunStore {
 
     /// The event log, oldest first.
     pub fn events(&self) -> Result<Vec<Event>, StoreError> {
-        self.events
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v.map_err(|e| self.err(e))?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Damaged {
-                    path: self.dir.clone(),
-                    reason: format!("an event cannot be read: {e}"),
-                })
-            })
-            .collect()
+        self.read_all(&self.events, "an event")
     }
 
     /// Writes everything recorded so far to disk (fsync).
