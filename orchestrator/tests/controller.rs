@@ -3,6 +3,8 @@
 //! outside MCP server (the reference `server-everything`, run with npx) and
 //! a real sled store shared by several processes.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use triage::dispatch::{self, CallOptions};
 use triage::registry::Registry;
+
+use common::{failed_with, ok_json};
 
 const TRIAGE: &str = env!("CARGO_BIN_EXE_triage");
 
@@ -27,22 +31,6 @@ fn triage(store: &Path, envs: &[(&str, &str)], args: &[&str]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run triage")
-}
-
-fn ok_json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn failed_with(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "expected a failure; stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
 fn test_tools() -> PathBuf {

@@ -2,12 +2,16 @@
 //! runs killed with SIGKILL at several points and resumed, cancellation,
 //! and the errors a user can reach from the CLI.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::{failed_with, ok_json};
 
 const TRIAGE: &str = env!("CARGO_BIN_EXE_triage");
 
@@ -30,22 +34,6 @@ fn command(home: &Path, args: &[&str]) -> Command {
 
 fn triage(home: &Path, args: &[&str]) -> Output {
     command(home, args).output().expect("run triage")
-}
-
-fn ok_json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn failed_with(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "expected a failure; stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
 #[test]
