@@ -10,6 +10,7 @@ mod generate;
 mod history;
 mod models;
 mod run;
+mod serve;
 mod validate;
 
 use std::io::Write;
@@ -52,6 +53,10 @@ enum Command {
     Runs(run::RunsCommand),
     /// Recent answers (or, with --routes, routing decisions) from the store.
     History(history::Args),
+    /// Serve the whole team as one MCP server (stdio, or streamable HTTP
+    /// with --http): ask, route, run_workflow, runs, agents and every
+    /// specialist tool.
+    Serve(serve::ServeArgs),
     /// Run a specialist agent.
     #[command(subcommand)]
     Agent(agent::Command),
@@ -115,6 +120,7 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => validate::run(&ctx, args),
             Command::Run(args) => run::run(&ctx, args).await,
             Command::Runs(cmd) => run::runs(&ctx, cmd).await,
+            Command::Serve(args) => serve::run(&ctx, args).await,
             Command::Agent(cmd) => agent::run(&ctx, cmd).await,
             Command::Generate(args) => generate::run(&ctx, args).await,
             Command::Embed(args) => embed::run(&ctx, args).await,

@@ -46,7 +46,7 @@ pub struct AskRequest {
 }
 
 /// A stage of the cascade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HopStage {
     /// The routed specialist's first answer.
@@ -58,7 +58,7 @@ pub enum HopStage {
 }
 
 /// One step of the escalation path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hop {
     pub stage: HopStage,
     pub agent: String,
@@ -82,7 +82,7 @@ pub struct Hop {
 }
 
 /// The controller's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AskOutcome {
     pub answer: String,
     /// The agent whose answer this is.

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod dispatch;
+pub mod gateway;
 pub mod registry;
 pub mod router;
 pub mod store;

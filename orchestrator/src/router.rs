@@ -106,7 +106,7 @@ impl RouterConfig {
 }
 
 /// How the router reached its decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteStage {
     /// Similarity to the example requests was confident enough.
@@ -120,7 +120,7 @@ pub enum RouteStage {
 }
 
 /// One specialist's share of a routing decision.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Candidate {
     pub agent: String,
     /// Final probability (similarity, combined with the small model when it
@@ -139,7 +139,7 @@ pub struct Candidate {
 }
 
 /// Where a task goes and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteDecision {
     /// The specialist chosen.
     pub agent: String,

@@ -3,6 +3,7 @@
 //! killed run resumes where it stopped (see DESIGN.md, "Workflows").
 
 pub mod exec;
+pub mod library;
 pub mod plan;
 pub mod runs;
 pub mod spec;

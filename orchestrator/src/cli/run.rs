@@ -184,6 +184,7 @@ where
     let options = RunOptions {
         cancel: cancel.clone(),
         progress: Some(tx),
+        live: None,
     };
     let running = go(controller.clone(), options);
     tokio::pin!(running);
@@ -255,6 +256,7 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, show: bool) {
             continue;
         }
         match p {
+            Progress::RunStarted { id, steps } => eprintln!("run {id}: {steps} steps"),
             Progress::StepStarted { step, what, items } => match items {
                 Some(n) => {
                     let bar = ProgressBar::new(n as u64)
@@ -355,8 +357,8 @@ fn list(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn show(dir: &Path, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let store = match RunStore::open(dir, id) {
-        Ok(s) => s,
+    let view = match runs::read_run(dir, id, None) {
+        Ok(v) => v,
         Err(runs::RunsError::Store(triage::store::StoreError::Busy { holder, .. })) => {
             bail!(
                 "run {id} is running in {holder}; its steps can be shown once it finishes (or cancel it with `triage runs cancel {id}`)"
@@ -364,22 +366,12 @@ fn show(dir: &Path, id: &str, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let meta = store.meta()?;
-    let steps = store.steps()?;
-    let events = store.events()?;
-    drop(store);
     let mut out = std::io::stdout().lock();
     if json {
-        let mut m = serde_json::to_value(&meta)?;
-        m.as_object_mut().map(|o| o.remove("source"));
-        writeln!(out, "{}", json!({ "run": m, "steps": steps, "events": events }))?;
+        writeln!(out, "{}", serde_json::to_string(&view)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let status = if meta.status == RunStatus::Running {
-        RunStatus::Interrupted
-    } else {
-        meta.status
-    };
+    let (meta, steps, events, status) = (view.meta, view.steps, view.events, view.status);
     writeln!(
         out,
         "run {}: {} {} ({}), {}",

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{Action, Agents, Plan, Step};
-use super::runs::{RunMeta, RunStatus, RunStore, StepRecord, StepStatus, new_run_id};
+use super::runs::{LiveRuns, RunMeta, RunStatus, RunStore, StepRecord, StepStatus, new_run_id};
 use super::template;
 use crate::controller::{AskRequest, Controller, HopStage, text_of};
 use crate::dispatch::{self, CallOptions};
@@ -35,6 +35,8 @@ pub const CANCEL_FILE: &str = "cancel-requested";
 /// What the executor reports as it goes (for the CLI's progress lines).
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// The run has its id and is about to start its steps.
+    RunStarted { id: String, steps: usize },
     StepStarted {
         step: String,
         what: String,
@@ -63,6 +65,9 @@ pub struct RunOptions {
     /// Cancelling it cancels the run.
     pub cancel: CancellationToken,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// Where the run's store is published while it runs, for readers in
+    /// this process.
+    pub live: Option<LiveRuns>,
 }
 
 /// How a run ended.
@@ -218,6 +223,16 @@ async fn execute(
 ) -> anyhow::Result<RunOutcome> {
     let wall = Instant::now();
     let n = plan.steps.len();
+    let _published = options.live.clone().map(|live| {
+        live.insert(&meta.id, store.clone());
+        Published(live, meta.id.clone())
+    });
+    if let Some(tx) = &options.progress {
+        let _ = tx.send(Progress::RunStarted {
+            id: meta.id.clone(),
+            steps: n,
+        });
+    }
     let mut done: Vec<Option<Done>> = vec![None; n];
     let mut items: BTreeMap<String, BTreeMap<usize, StepRecord>> = BTreeMap::new();
     for rec in store.steps()? {
@@ -378,6 +393,16 @@ async fn execute(
         call_ms,
         wall_ms: wall.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// Withdraws a run from [`LiveRuns`] when its execution ends, however it
+/// ends.
+struct Published(LiveRuns, String);
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
 }
 
 /// The template context: inputs and the finished steps in `only` (a

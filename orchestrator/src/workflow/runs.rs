@@ -15,8 +15,10 @@
 //! atomically at each change), so `triage runs list` can show runs that
 //! another process is executing without waiting for its lock.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -354,6 +356,80 @@ impl RunStore {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.held.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
+}
+
+/// Runs this process is executing, by id: their stores are held here, so
+/// reading one (`get_run`, a run resource) reads the live store instead of
+/// being refused by the lock this process holds.
+#[derive(Debug, Clone, Default)]
+pub struct LiveRuns(Arc<Mutex<HashMap<String, Arc<RunStore>>>>);
+
+impl LiveRuns {
+    pub fn insert(&self, id: &str, store: Arc<RunStore>) {
+        self.lock().insert(id.to_string(), store);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<RunStore>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Ids of the runs in progress.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunStore>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A whole run as people and clients read it: the run (without its spec
+/// text), every step and item record, and the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// The run's record, as stored.
+    #[serde(skip)]
+    pub meta: RunMeta,
+    /// The same without the spec text, as shown.
+    pub run: Value,
+    pub status: RunStatus,
+    pub steps: Vec<StepRecord>,
+    pub events: Vec<Event>,
+}
+
+impl RunView {
+    fn of(store: &RunStore, live: bool) -> Result<RunView, StoreError> {
+        let meta = store.meta()?;
+        // Recorded as running but read from a closed store: nobody runs it.
+        let status = match meta.status {
+            RunStatus::Running if !live => RunStatus::Interrupted,
+            s => s,
+        };
+        let mut run = serde_json::to_value(&meta).expect("a run serialises");
+        run.as_object_mut().map(|o| o.remove("source"));
+        Ok(RunView {
+            meta,
+            run,
+            status,
+            steps: store.steps()?,
+            events: store.events()?,
+        })
+    }
+}
+
+/// Reads the run `id`: from `live` when this process is executing it,
+/// else from its store. A run another process is executing is refused,
+/// naming that process.
+pub fn read_run(runs: &Path, id: &str, live: Option<&LiveRuns>) -> Result<RunView, RunsError> {
+    if let Some(store) = live.and_then(|l| l.get(id)) {
+        return Ok(RunView::of(&store, true)?);
+    }
+    let store = RunStore::open(runs, id)?;
+    Ok(RunView::of(&store, false)?)
 }
 
 /// A run as `triage runs list` shows it, from its `summary.json`.
