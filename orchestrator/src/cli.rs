@@ -9,6 +9,7 @@ mod eval;
 mod generate;
 mod history;
 mod models;
+mod probe;
 mod run;
 mod serve;
 mod validate;

@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod dispatch;
 pub mod gateway;
+pub mod probe;
 pub mod registry;
 pub mod router;
 pub mod store;

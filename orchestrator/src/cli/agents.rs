@@ -20,6 +20,9 @@ pub enum Command {
     /// Calls, errors, latency, tokens and escalations per agent, from the
     /// store.
     Stats(Args),
+    /// Connect to any MCP server by URL (streamable HTTP) as a client:
+    /// handshake, ping, list its tools, resources and prompts, call tools.
+    Probe(super::probe::ProbeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +51,7 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
         Command::List(args) => list(ctx, args).await,
         Command::Health(args) => health(ctx, args).await,
         Command::Stats(args) => stats(ctx, args).await,
+        Command::Probe(args) => super::probe::run(args).await,
     }
 }
 
