@@ -32,7 +32,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    CompletionInfo, ContentBlock, Reference, GetPromptRequestParams,
     GetPromptResponse, GetPromptResult, Implementation, JsonObject, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam, Prompt,
@@ -811,6 +812,7 @@ impl ServerHandler for Gateway {
                 .enable_resources_list_changed()
                 .enable_prompts()
                 .enable_logging()
+                .enable_completions()
                 .build(),
         )
         .with_server_info(info)
@@ -830,6 +832,54 @@ impl ServerHandler for Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         peers.retain(|p| !p.is_transport_closed());
         peers.push(context.peer);
+    }
+
+    /// Completes run ids for `triage://runs/{id}`, and workflow prompt
+    /// arguments from their defaults (and true/false for booleans). Other
+    /// references have nothing to offer: an empty list.
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let typed = &request.argument.value;
+        let candidates: Vec<String> = match &request.r#ref {
+            Reference::Resource(r) if r.uri == "triage://runs/{id}" && request.argument.name == "id" => {
+                runs::list(&self.shared.options.runs)
+                    .into_iter()
+                    .filter_map(|r| r.meta.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            }
+            Reference::Prompt(p) => self
+                .shared
+                .workflows
+                .iter()
+                .find(|w| w.name == p.name)
+                .and_then(|w| w.plan.as_ref().ok())
+                .and_then(|plan| plan.inputs.get(&request.argument.name))
+                .map(|input| {
+                    let mut values = Vec::new();
+                    if let Some(d) = &input.default {
+                        values.push(match d {
+                            Value::String(s) => s.clone(),
+                            v => v.to_string(),
+                        });
+                    }
+                    if input.kind == crate::workflow::spec::InputType::Boolean {
+                        values.extend(["true".to_string(), "false".to_string()]);
+                        values.dedup();
+                    }
+                    values
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let matching: Vec<String> = candidates.into_iter().filter(|c| c.starts_with(typed.as_str())).collect();
+        let total = matching.len();
+        let values: Vec<String> = matching.into_iter().take(CompletionInfo::MAX_VALUES).collect();
+        let info = CompletionInfo::with_pagination(values, Some(total as u32), total > CompletionInfo::MAX_VALUES)
+            .map_err(|e| McpError::internal_error(e, None))?;
+        Ok(CompleteResult::new(info))
     }
 
     async fn set_level(

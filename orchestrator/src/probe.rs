@@ -26,12 +26,14 @@ use serde_json::{Map, Value, json};
 /// The protocol revision the client asks for.
 pub const PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
-/// The client side: counts progress notifications and elicitations, and
-/// answers elicitations with defaults.
+/// The client side: counts progress notifications, resource-list changes
+/// and elicitations, and answers elicitations with defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeClient {
     pub progress: Arc<AtomicUsize>,
     pub elicitations: Arc<AtomicUsize>,
+    /// `notifications/resources/list_changed` received.
+    pub resource_changes: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for ProbeClient {
@@ -51,6 +53,10 @@ impl ClientHandler for ProbeClient {
         _context: NotificationContext<RoleClient>,
     ) {
         self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.resource_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn create_elicitation(

@@ -90,7 +90,8 @@ pub async fn run(ctx: &triage::Context, args: RunArgs) -> anyhow::Result<ExitCod
     drop(registry);
     let plan = Plan::load(&args.file, &agents)?;
     let given = parse_inputs(&plan, &args.inputs, args.inputs_file.as_deref())?;
-    let inputs = exec::resolve_inputs(&plan, given)?;
+    let inputs = exec::resolve_inputs(&plan, given)
+        .map_err(|e| anyhow::anyhow!("{e}; give inputs with --input NAME=VALUE (or NAME=@FILE)"))?;
     let controller = Arc::new(ctx.controller(&args.controller.options(false)).await?);
     let runs = runs::runs_dir(ctx.store.home());
     let watch = args.watch.clone();

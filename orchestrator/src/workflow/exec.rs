@@ -106,7 +106,7 @@ pub fn resolve_inputs(plan: &Plan, given: BTreeMap<String, Value>) -> anyhow::Re
         let value = match given.get(name).or(input.default.as_ref()) {
             Some(v) => v.clone(),
             None => bail!(
-                "workflow `{}` needs the input `{name}` ({}{}); give it with --input {name}=VALUE (or {name}=@FILE)",
+                "workflow `{}` needs the input `{name}` ({}{})",
                 plan.name,
                 input.kind.name(),
                 if input.description.is_empty() {
