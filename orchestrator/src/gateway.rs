@@ -33,13 +33,12 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    CompletionInfo, ContentBlock, Reference, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, JsonObject, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam, Prompt,
+    CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
+    JsonObject, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam, Prompt,
     PromptArgument, PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, Tool,
+    ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
+    ServerConfig, SetLevelRequestParams, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler, tool, tool_router};
@@ -874,11 +873,15 @@ impl ServerHandler for Gateway {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        let matching: Vec<String> = candidates.into_iter().filter(|c| c.starts_with(typed.as_str())).collect();
+        let matching: Vec<String> = candidates
+            .into_iter()
+            .filter(|c| c.starts_with(typed.as_str()))
+            .collect();
         let total = matching.len();
         let values: Vec<String> = matching.into_iter().take(CompletionInfo::MAX_VALUES).collect();
-        let info = CompletionInfo::with_pagination(values, Some(total as u32), total > CompletionInfo::MAX_VALUES)
-            .map_err(|e| McpError::internal_error(e, None))?;
+        let info =
+            CompletionInfo::with_pagination(values, Some(total as u32), total > CompletionInfo::MAX_VALUES)
+                .map_err(|e| McpError::internal_error(e, None))?;
         Ok(CompleteResult::new(info))
     }
 

@@ -47,7 +47,11 @@ fn serve_http(home: &Path, args: &[&str]) -> Served {
     let mut cmd = Command::new(TRIAGE);
     cmd.args(["serve", "--http", "127.0.0.1:0"]).args(args);
     env(&mut cmd, home);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -76,7 +80,9 @@ async fn stdio_client(home: &Path) -> RunningService<RoleClient, ProbeClient> {
 
 async fn call(client: &RunningService<RoleClient, ProbeClient>, tool: &str, args: Value) -> CallToolResult {
     client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone()))
+        .call_tool(
+            CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone()),
+        )
         .await
         .unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
@@ -119,7 +125,7 @@ outputs:
   findings: "{{ steps.review.output.findings | length }}"
 "#;
 
-const PYTHON: &str = "import os\npassword = 'hunter2'\nos.system('rm -rf ' + input())\n";
+const PYTHON: &str = "import os\n\ndef wipe(path):\n    password = 'hunter2'\n    os.system('rm -rf ' + path)\n    return None\n";
 
 #[tokio::test]
 async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
@@ -148,9 +154,16 @@ async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
-    assert!(tools.iter().all(|t| t.description.as_deref().is_some_and(|d| !d.is_empty())));
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.description.as_deref().is_some_and(|d| !d.is_empty()))
+    );
     let sentiment = tools.iter().find(|t| t.name == "finance_sentiment").unwrap();
-    let out = sentiment.output_schema.as_ref().expect("the output schema passes through");
+    let out = sentiment
+        .output_schema
+        .as_ref()
+        .expect("the output schema passes through");
     assert!(out["properties"]["label"].is_object(), "{out:?}");
     assert!(sentiment.input_schema["properties"]["text"].is_object());
 
@@ -164,7 +177,7 @@ async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
     let r = call(
         &client,
         "finance_extract_amounts",
-        json!({ "text": "Revenue rose 12% to $3.4 million." }),
+        json!({ "text": "Revenue was $3.4 million." }),
     )
     .await;
     assert_eq!(ok(&r)["amounts"][0]["value"], 3.4e6);
@@ -217,7 +230,10 @@ async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
     let prompts = client.list_all_prompts().await.unwrap();
     let review = prompts.iter().find(|p| p.name == "contract-review").unwrap();
     let args = review.arguments.as_ref().unwrap();
-    assert!(args.iter().any(|a| a.name == "contract" && a.required == Some(true)));
+    assert!(
+        args.iter()
+            .any(|a| a.name == "contract" && a.required == Some(true))
+    );
     let mut params = GetPromptRequestParams::new("contract-review");
     params.arguments = Some(
         json!({ "contract": "1. Term. This agreement lasts two years." })
@@ -226,11 +242,16 @@ async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
             .clone(),
     );
     let p = client.get_prompt(params).await.unwrap();
-    let text = match &p.messages[0].content {
-        rmcp::model::PromptMessageContent::Text { text } => text.clone(),
-        other => panic!("{other:?}"),
-    };
-    assert!(text.contains("run_workflow") && text.contains("two years"), "{text}");
+    let text = p.messages[0]
+        .content
+        .as_text()
+        .expect("a text message")
+        .text
+        .clone();
+    assert!(
+        text.contains("run_workflow") && text.contains("two years"),
+        "{text}"
+    );
     let e = client
         .get_prompt(GetPromptRequestParams::new("contract-review"))
         .await
@@ -259,7 +280,10 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
     assert_eq!(answer["route"]["agent"], "code", "{answer}");
     assert!(answer["confidence"].as_f64().is_some(), "{answer}");
     assert!(!answer["answer"].as_str().unwrap().is_empty());
-    assert!(handler.progress.load(Ordering::Relaxed) > 0, "progress while generating");
+    assert!(
+        handler.progress.load(Ordering::Relaxed) > 0,
+        "progress while generating"
+    );
 
     let r = call(
         &client,
@@ -282,11 +306,17 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["outputs"]["language"], "python");
     assert!(run["outputs"]["findings"].as_u64().unwrap() >= 1, "{run}");
-    assert!(handler.progress.load(Ordering::Relaxed) >= before + 2, "progress per step");
+    assert!(
+        handler.progress.load(Ordering::Relaxed) >= before + 2,
+        "progress per step"
+    );
     let id = run["run_id"].as_str().unwrap().to_string();
     let uri = run["resource"].as_str().unwrap().to_string();
     assert_eq!(uri, format!("triage://runs/{id}"));
-    let read = client.read_resource(ReadResourceRequestParams::new(uri.clone())).await.unwrap();
+    let read = client
+        .read_resource(ReadResourceRequestParams::new(uri.clone()))
+        .await
+        .unwrap();
     let view: Value = serde_json::from_str(&resource_text(&read)).unwrap();
     assert_eq!(view["status"], "completed");
     let steps: Vec<&str> = view["steps"]
@@ -317,9 +347,14 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
     // Mistakes come back as tool errors that say what to do.
     let r = call(&client, "run_workflow", json!({ "workflow": "nope" })).await;
     assert!(error_text(&r).contains("contract-review"), "{r:?}");
-    let r = call(&client, "run_workflow", json!({ "spec": "name: x\nsteps:\n  - id: a\n    agent: code\n    tool: nope\n" })).await;
+    let r = call(
+        &client,
+        "run_workflow",
+        json!({ "spec": "name: x\nversion: \"1\"\nsteps:\n  - id: a\n    agent: code\n    tool: nope\n" }),
+    )
+    .await;
     let e = error_text(&r);
-    assert!(e.contains("inline.yaml:5:") && e.contains("nope"), "{e}");
+    assert!(e.contains("inline.yaml:6:") && e.contains("nope"), "{e}");
     let r = call(&client, "run_workflow", json!({ "spec": SPEC })).await;
     assert!(error_text(&r).contains("needs the input `code`"), "{r:?}");
     let r = call(&client, "ask", json!({ "task": "hi", "min_confidence": 2.0 })).await;
@@ -335,6 +370,7 @@ async fn cancelling_run_workflow_cancels_the_run_and_the_gateway_keeps_serving()
     let client = probe::connect(&served.url, None, handler.clone()).await.unwrap();
     let spec = r#"
 name: long-story
+version: "1"
 steps:
   - id: story
     agent: general
@@ -343,24 +379,25 @@ steps:
     min_confidence: 0
 "#;
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-        CallToolRequestParams::new("run_workflow").with_arguments(
-            json!({ "spec": spec, "inputs": {} })
-                .as_object()
-                .unwrap()
-                .clone(),
-        ),
+        CallToolRequestParams::new("run_workflow")
+            .with_arguments(json!({ "spec": spec, "inputs": {} }).as_object().unwrap().clone()),
     ));
     let handle = client
         .peer()
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    // Wait until it is generating (progress), then cancel the call.
+    // Wait until the run is under way, then cancel the call.
+    let runs = home.path().join("runs");
     let t = Instant::now();
-    while handler.progress.load(Ordering::Relaxed) < 2 && t.elapsed() < Duration::from_secs(60) {
+    while triage::workflow::runs::list(&runs).is_empty() && t.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(handler.progress.load(Ordering::Relaxed) >= 2, "it started");
+    assert_eq!(
+        triage::workflow::runs::list(&runs)[0].status,
+        triage::workflow::runs::RunStatus::Running
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     client
         .peer()
         .notify_cancelled(CancelledNotificationParam::new(
@@ -371,12 +408,13 @@ steps:
         .unwrap();
     drop(handle);
     // The run is recorded as cancelled.
-    let runs = home.path().join("runs");
     let t = Instant::now();
     let status = loop {
         let list = triage::workflow::runs::list(&runs);
         let status = list.first().map(|r| r.status);
-        if status.is_some_and(|s| s != triage::workflow::runs::RunStatus::Running) || t.elapsed() > Duration::from_secs(30) {
+        if status.is_some_and(|s| s != triage::workflow::runs::RunStatus::Running)
+            || t.elapsed() > Duration::from_secs(30)
+        {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -427,7 +465,10 @@ fn off_loopback_the_gateway_refuses_to_start_without_a_token() {
     let o = run(&["--http", "0.0.0.0:0"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--token"), "{err}");
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--token"),
+        "{err}"
+    );
     let o = run(&["--http", "0.0.0.0:0", "--token", "short"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("too short"));
     let o = run(&["--http", "127.0.0.1:0", "--max-body", "10"]);
@@ -446,15 +487,28 @@ async fn tokens_hosts_origins_and_body_size_are_checked() {
     let auth = ("Authorization", bearer.as_str());
     assert_eq!(status(&url, &[], INITIALIZE), 401, "no token");
     assert_eq!(
-        status(&url, &[("Authorization", "Bearer wrong-token-0123456789abc")], INITIALIZE),
+        status(
+            &url,
+            &[("Authorization", "Bearer wrong-token-0123456789abc")],
+            INITIALIZE
+        ),
         401,
         "wrong token"
     );
     assert_eq!(status(&url, &[auth], INITIALIZE), 200);
     // DNS rebinding: a foreign Host or a foreign browser Origin.
-    assert_eq!(status(&url, &[auth, ("Host", "evil.example.com")], INITIALIZE), 403);
-    assert_eq!(status(&url, &[auth, ("Origin", "http://evil.example.com")], INITIALIZE), 403);
-    assert_eq!(status(&url, &[auth, ("Origin", "http://localhost:5173")], INITIALIZE), 200);
+    assert_eq!(
+        status(&url, &[auth, ("Host", "evil.example.com")], INITIALIZE),
+        403
+    );
+    assert_eq!(
+        status(&url, &[auth, ("Origin", "http://evil.example.com")], INITIALIZE),
+        403
+    );
+    assert_eq!(
+        status(&url, &[auth, ("Origin", "http://localhost:5173")], INITIALIZE),
+        200
+    );
     // A body over the limit.
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"{}","version":"1"}}}}}}"#,
@@ -462,7 +516,9 @@ async fn tokens_hosts_origins_and_body_size_are_checked() {
     );
     assert_eq!(status(&url, &[auth], &big), 413);
     // A real client with the token works; without it, it cannot connect.
-    let client = probe::connect(&url, Some(TOKEN), ProbeClient::default()).await.unwrap();
+    let client = probe::connect(&url, Some(TOKEN), ProbeClient::default())
+        .await
+        .unwrap();
     let tools = client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "ask"));
     client.cancel().await.unwrap();
@@ -473,7 +529,9 @@ async fn tokens_hosts_origins_and_body_size_are_checked() {
 async fn calls_per_session_are_capped_and_tools_can_be_limited() {
     let home = tempfile::tempdir().unwrap();
     let served = serve_http(home.path(), &["--max-calls", "1", "--tools", "ask,code_*"]);
-    let client = probe::connect(&served.url, None, ProbeClient::default()).await.unwrap();
+    let client = probe::connect(&served.url, None, ProbeClient::default())
+        .await
+        .unwrap();
     let mut names: Vec<String> = client
         .list_all_tools()
         .await
@@ -484,7 +542,14 @@ async fn calls_per_session_are_capped_and_tools_can_be_limited() {
     names.sort();
     assert_eq!(
         names,
-        ["ask", "code_ask", "code_code_metrics", "code_detect_language", "code_explain", "code_review"]
+        [
+            "ask",
+            "code_ask",
+            "code_code_metrics",
+            "code_detect_language",
+            "code_explain",
+            "code_review"
+        ]
     );
     let e = client
         .call_tool(CallToolRequestParams::new("legal_split_clauses"))
@@ -505,7 +570,10 @@ async fn calls_per_session_are_capped_and_tools_can_be_limited() {
     };
     let (slow, second) = tokio::join!(slow, second);
     ok(&slow);
-    assert!(error_text(&second).contains("too many calls in flight"), "{second:?}");
+    assert!(
+        error_text(&second).contains("too many calls in flight"),
+        "{second:?}"
+    );
     // Once it finished, the next call goes through.
     let r = call(&client, "code_detect_language", json!({ "code": PYTHON })).await;
     assert_eq!(ok(&r)["language"], "python");
