@@ -615,3 +615,38 @@ async fn the_readme_claude_desktop_snippet_works() {
     assert!(tools.iter().any(|t| t.name == "run_workflow"));
     client.cancel().await.unwrap();
 }
+
+/// The load bench runs end to end and leaves nothing behind (its figures
+/// are for people; this only checks that it works).
+#[test]
+fn the_gateway_bench_runs_clean() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(TRIAGE);
+    cmd.args([
+        "bench",
+        "gateway",
+        "--sessions",
+        "3",
+        "--seconds",
+        "1",
+        "--ask-seconds",
+        "1",
+        "--ask-tokens",
+        "2",
+        "--json",
+    ]);
+    env(&mut cmd, home.path());
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["clean"], true, "{r}");
+    assert_eq!(r["sessions_open_after"], 0);
+    assert_eq!(r["agent_processes_after"], 0);
+    assert!(r["phases"][0]["calls"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["phases"][1]["tool"], "ask");
+    let mut cmd = Command::new(TRIAGE);
+    cmd.args(["bench", "gateway", "--sessions", "0"]);
+    env(&mut cmd, home.path());
+    let o = cmd.output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1"));
+}

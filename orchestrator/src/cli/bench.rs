@@ -2,6 +2,7 @@
 //! and embedding latency, with candle's stock quantized llama measured side
 //! by side on the same file for the ratios.
 
+mod gateway;
 mod workflow;
 
 use std::io::Write;
@@ -25,6 +26,10 @@ pub enum Command {
     /// The workflow executor's overhead per step (store writes included)
     /// over a 1,000-step chain of cheap tool calls.
     Workflow(workflow::Args),
+    /// The MCP gateway under load: N concurrent sessions over streamable
+    /// HTTP calling a cheap tool, then `ask`; calls/s, p50, p99, errors,
+    /// and no session or process left behind.
+    Gateway(gateway::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +91,7 @@ pub async fn run(ctx: &triage::Context, cmd: Command) -> anyhow::Result<ExitCode
         Command::Runtime(args) => runtime(ctx, args).await,
         Command::Router(args) => router(ctx, args).await,
         Command::Workflow(args) => workflow::run(ctx, args).await,
+        Command::Gateway(args) => gateway::run(ctx, args).await,
     }
 }
 
