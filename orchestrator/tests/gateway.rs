@@ -650,3 +650,117 @@ fn the_gateway_bench_runs_clean() {
     let o = cmd.output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1"));
 }
+
+#[tokio::test]
+async fn cancelling_ask_stops_the_generation() {
+    let home = tempfile::tempdir().unwrap();
+    let served = serve_http(home.path(), &[]);
+    let handler = ProbeClient::default();
+    let client = probe::connect(&served.url, None, handler.clone()).await.unwrap();
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("ask").with_arguments(
+            json!({ "task": "Write a very long story about a lighthouse keeper, chapter by chapter.", "domain": "general", "max_tokens": 3000, "escalate": false })
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+    ));
+    let handle = client
+        .peer()
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while handler.progress.load(Ordering::Relaxed) < 3 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        handler.progress.load(Ordering::Relaxed) >= 3,
+        "the specialist's progress reaches the client"
+    );
+    client
+        .peer()
+        .notify_cancelled(CancelledNotificationParam::new(Some(handle.id.clone()), None))
+        .await
+        .unwrap();
+    drop(handle);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stopped = handler.progress.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        handler.progress.load(Ordering::Relaxed),
+        stopped,
+        "no progress after the cancellation"
+    );
+    // The model is free for the next task at once.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        call(
+            &client,
+            "ask",
+            json!({ "task": "Say hi.", "domain": "general", "max_tokens": 4, "escalate": false }),
+        ),
+    )
+    .await
+    .expect("the next ask is served");
+    assert!(ok(&r)["tokens"].as_u64().unwrap() <= 4);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_workflow_folder_replaces_the_shipped_specs() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("check.yaml"), SPEC).unwrap();
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "name: broken\nversion: \"1\"\nsteps:\n  - id: a\n    agent: nobody\n    tool: x\n",
+    )
+    .unwrap();
+    let served = serve_http(home.path(), &["--workflows", dir.to_str().unwrap()]);
+    let client = probe::connect(&served.url, None, ProbeClient::default())
+        .await
+        .unwrap();
+    let prompts: Vec<String> = client
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        prompts,
+        ["language-check"],
+        "only specs that validate become prompts"
+    );
+    let uris: Vec<String> = client
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri)
+        .collect();
+    assert!(
+        uris.contains(&"triage://workflows/broken".to_string()),
+        "{uris:?}"
+    );
+    let r = call(&client, "run_workflow", json!({ "workflow": "broken" })).await;
+    let e = error_text(&r);
+    assert!(e.contains("does not validate") && e.contains("nobody"), "{e}");
+    let r = call(
+        &client,
+        "run_workflow",
+        json!({ "workflow": "language-check", "inputs": { "code": PYTHON } }),
+    )
+    .await;
+    assert_eq!(ok(&r)["outputs"]["language"], "python");
+    client.cancel().await.unwrap();
+
+    let mut cmd = Command::new(TRIAGE);
+    cmd.args(["serve", "--workflows", "/nonexistent/workflows"]);
+    env(&mut cmd, home.path());
+    let o = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the workflow folder"));
+}
