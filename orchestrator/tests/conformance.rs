@@ -32,14 +32,12 @@ const CLIENT: &[&str] = &[
     "elicitation-sep1034-client-defaults",
 ];
 
-fn tools() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/node_modules")
-}
+#[path = "common/outside.rs"]
+mod outside;
+use outside::{ensure_test_tools as ensure_tools, serve_gateway};
 
-fn ensure_tools() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-test-tools.sh");
-    let status = Command::new(&script).status().unwrap();
-    assert!(status.success(), "{} failed", script.display());
+fn tools() -> PathBuf {
+    outside::test_tools().join("node_modules")
 }
 
 /// Runs the suite with `args`; whether it passed, and the checks' lines.
@@ -77,25 +75,8 @@ fn summary(text: &str) -> String {
 fn the_gateway_passes_the_server_scenarios() {
     ensure_tools();
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env("TRIAGE_RUNS", home.path().join("runs"))
-        .env("TRIAGE_STORE", home.path().join("store"))
-        .env_remove("TRIAGE_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("triage gateway: ")
-        .expect("a URL")
-        .to_string();
+    let served = serve_gateway(home.path(), &[]);
+    let url = served.url.clone();
     let mut failed = Vec::new();
     println!("{:<30} {:<6} checks", "server scenario", "result");
     for scenario in SERVER {
@@ -109,8 +90,7 @@ fn the_gateway_passes_the_server_scenarios() {
             failed.push(format!("{scenario}:\n{text}"));
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     assert!(failed.is_empty(), "failed scenarios:\n{}", failed.join("\n\n"));
 }
 

@@ -33,22 +33,9 @@ fn triage(store: &Path, envs: &[(&str, &str)], args: &[&str]) -> Output {
     cmd.output().expect("run triage")
 }
 
-fn test_tools() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools")
-}
-
-/// Node tools from `scripts/install-test-tools.sh`, installed once.
-fn ensure_test_tools() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-test-tools.sh");
-        assert!(
-            Command::new(&script).status().unwrap().success(),
-            "{} failed",
-            script.display()
-        );
-    });
-}
+#[path = "common/outside.rs"]
+mod outside;
+use outside::{ensure_test_tools, test_tools};
 
 #[test]
 fn each_task_goes_to_its_specialist_and_is_answered() {

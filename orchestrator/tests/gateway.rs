@@ -4,7 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,10 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use triage::probe::{self, ProbeClient};
 
+#[path = "common/outside.rs"]
+mod outside;
+use outside::Served;
+
 const TRIAGE: &str = env!("CARGO_BIN_EXE_triage");
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -30,37 +34,8 @@ fn env(cmd: &mut Command, home: &Path) {
         .env_remove("TRIAGE_WORKFLOWS");
 }
 
-/// `triage serve --http 127.0.0.1:0 ARGS`, stopped when dropped.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve_http(home: &Path, args: &[&str]) -> Served {
-    let mut cmd = Command::new(TRIAGE);
-    cmd.args(["serve", "--http", "127.0.0.1:0"]).args(args);
-    env(&mut cmd, home);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("triage gateway: ")
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_string();
-    Served { child, url }
+    outside::serve_gateway(home, args)
 }
 
 async fn stdio_client(home: &Path) -> RunningService<RoleClient, ProbeClient> {

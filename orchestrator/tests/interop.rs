@@ -11,23 +11,12 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn tools_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/node_modules")
-}
+#[path = "common/outside.rs"]
+mod outside;
+use outside::{ensure_test_tools as ensure_tools, serve_gateway};
 
-/// Installs the tools once per test run (the script does nothing when
-/// they are there).
-fn ensure_tools() {
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-test-tools.sh");
-        let status = Command::new(&script).status().unwrap();
-        assert!(
-            status.success(),
-            "{} failed: it installs Node 22 and the MCP Inspector with npm",
-            script.display()
-        );
-    });
+fn tools_dir() -> PathBuf {
+    outside::test_tools().join("node_modules")
 }
 
 /// `node inspector-cli ARGS...`, parsed as JSON.
@@ -112,31 +101,6 @@ fn the_inspector_calls_tools_over_streamable_http() {
     assert_eq!(r["structuredContent"]["amounts"][0]["value"], 3.4e6, "{r}");
 }
 
-/// `triage serve --http 127.0.0.1:0` with its runs in `home`; the URL it
-/// printed.
-fn serve_gateway(home: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env("TRIAGE_RUNS", home.join("runs"))
-        .env("TRIAGE_STORE", home.join("store"))
-        .env_remove("TRIAGE_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("triage gateway: ")
-        .expect("a URL")
-        .to_string();
-    (child, url)
-}
-
 #[test]
 fn the_inspector_uses_the_gateway_over_stdio_and_http() {
     let triage = env!("CARGO_BIN_EXE_triage");
@@ -175,7 +139,8 @@ fn the_inspector_uses_the_gateway_over_stdio_and_http() {
         "{r}"
     );
 
-    let (mut child, url) = serve_gateway(home.path());
+    let served = serve_gateway(home.path(), &[]);
+    let url = served.url.clone();
     let resources = inspector(&[&url, "--transport", "http", "--method", "resources/list"]);
     let prompts = inspector(&[&url, "--transport", "http", "--method", "prompts/list"]);
     let r = inspector(&[
@@ -189,8 +154,7 @@ fn the_inspector_uses_the_gateway_over_stdio_and_http() {
         "--tool-arg",
         "text=Net income was EUR 12 million.",
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     let uris: Vec<&str> = resources["resources"]
         .as_array()
         .unwrap()
@@ -206,12 +170,15 @@ fn the_inspector_uses_the_gateway_over_stdio_and_http() {
 fn the_python_sdk_asks_runs_a_workflow_and_reads_the_run() {
     ensure_tools();
     let home = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve_gateway(home.path());
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/py/bin/python");
+    let served = serve_gateway(home.path(), &[]);
+    let python = outside::test_tools().join("py/bin/python");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcp_sdk_client.py");
-    let out = Command::new(&python).arg(&script).arg(&url).output().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&served.url)
+        .output()
+        .unwrap();
+    drop(served);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
