@@ -37,8 +37,9 @@ use rmcp::model::{
     JsonObject, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
     LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam, Prompt,
     PromptArgument, PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams, Tool,
+    ReadResourceResult, Reference, Resource, ResourceContents, ResourceTemplate,
+    ResourceUpdatedNotificationParam, Role, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler, tool, tool_router};
@@ -83,6 +84,9 @@ struct Forwarded {
     def: Tool,
 }
 
+/// A session subscribed to a resource: its number and its peer.
+type Subscriber = (u64, Peer<RoleServer>);
+
 /// What every session shares.
 #[derive(Debug)]
 struct Shared {
@@ -95,6 +99,10 @@ struct Shared {
     live: LiveRuns,
     /// Sessions to tell when the resource list changes.
     peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Sessions subscribed to a run's resource, by URI.
+    subscribers: Mutex<BTreeMap<String, Vec<Subscriber>>>,
+    /// The last session number given out.
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 /// One client session of the gateway (clone it per session with
@@ -102,6 +110,8 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    /// This session's number (subscriptions are kept by it).
+    session: u64,
     calls: Arc<Semaphore>,
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     tool_router: ToolRouter<Gateway>,
@@ -270,10 +280,13 @@ impl Gateway {
             cards,
             live: LiveRuns::default(),
             peers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(BTreeMap::new()),
+            sessions: std::sync::atomic::AtomicU64::new(0),
         };
         let max = shared.options.max_calls.max(1);
         let gateway = Gateway {
             shared: Arc::new(shared),
+            session: 0,
             calls: Arc::new(Semaphore::new(max)),
             log_level: Arc::new(Mutex::new(None)),
             tool_router: Self::tool_router(),
@@ -307,6 +320,11 @@ impl Gateway {
     pub fn session(&self) -> Gateway {
         Gateway {
             shared: self.shared.clone(),
+            session: self
+                .shared
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
             calls: Arc::new(Semaphore::new(self.shared.options.max_calls.max(1))),
             log_level: Arc::new(Mutex::new(None)),
             tool_router: self.tool_router.clone(),
@@ -368,6 +386,30 @@ impl Gateway {
         };
         for p in peers {
             let _ = p.notify_resource_list_changed().await;
+        }
+    }
+
+    /// Tells the sessions subscribed to run `id` that it changed.
+    async fn run_updated(&self, id: &str) {
+        let uri = run_uri(id);
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut subs = self
+                .shared
+                .subscribers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match subs.get_mut(&uri) {
+                Some(list) => {
+                    list.retain(|(_, p)| !p.is_transport_closed());
+                    list.iter().map(|(_, p)| p.clone()).collect()
+                }
+                None => Vec::new(),
+            }
+        };
+        for p in peers {
+            let _ = p
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
+                .await;
         }
     }
 
@@ -574,10 +616,15 @@ impl Gateway {
         // starts.
         let watcher = tokio::spawn(async move {
             let (mut done, mut total) = (0usize, 0usize);
+            let mut run_id = String::new();
             while let Some(event) = rx.recv().await {
+                if matches!(event, Progress::StepFinished { .. }) {
+                    me.run_updated(&run_id).await;
+                }
                 let message = match event {
                     Progress::RunStarted { id, steps } => {
                         total = steps;
+                        run_id = id.clone();
                         me.resources_changed().await;
                         me.log(
                             &peer,
@@ -631,6 +678,7 @@ impl Gateway {
         .await;
         let _ = watcher.await;
         let outcome = outcome.map_err(|e| format!("{e:#}"))?;
+        self.run_updated(&outcome.id).await;
         self.resources_changed().await;
         let level = if outcome.status == RunStatus::Completed {
             LoggingLevel::Info
@@ -809,6 +857,7 @@ impl ServerHandler for Gateway {
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .enable_logging()
                 .enable_completions()
@@ -883,6 +932,52 @@ impl ServerHandler for Gateway {
             CompletionInfo::with_pagination(values, Some(total as u32), total > CompletionInfo::MAX_VALUES)
                 .map_err(|e| McpError::internal_error(e, None))?;
         Ok(CompleteResult::new(info))
+    }
+
+    /// Subscribes the session to a run's resource: it hears
+    /// `notifications/resources/updated` as each step finishes and when the
+    /// run ends.
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let Some(id) = request.uri.strip_prefix("triage://runs/") else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "`{}` does not change while the gateway runs; only runs (triage://runs/ID) can be subscribed to",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        self.run_report(id)
+            .map_err(|e| McpError::resource_not_found(e, None))?;
+        let mut subs = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = subs.entry(request.uri).or_default();
+        list.retain(|(s, p)| *s != self.session && !p.is_transport_closed());
+        list.push((self.session, context.peer));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let mut subs = self
+            .shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(list) = subs.get_mut(&request.uri) {
+            list.retain(|(s, p)| *s != self.session && !p.is_transport_closed());
+        }
+        Ok(())
     }
 
     async fn set_level(

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
     ElicitationCapability, FormElicitationCapability, Implementation, JsonObject, ProgressNotificationParam,
-    ProtocolVersion,
+    ProtocolVersion, ResourceUpdatedNotificationParam,
 };
 use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -34,6 +34,8 @@ pub struct ProbeClient {
     pub elicitations: Arc<AtomicUsize>,
     /// `notifications/resources/list_changed` received.
     pub resource_changes: Arc<AtomicUsize>,
+    /// `notifications/resources/updated` received.
+    pub resource_updates: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for ProbeClient {
@@ -57,6 +59,14 @@ impl ClientHandler for ProbeClient {
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.resource_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        _params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.resource_updates.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn create_elicitation(

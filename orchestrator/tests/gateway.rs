@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest,
-    GetPromptRequestParams, ReadResourceRequestParams, ResourceContents,
+    GetPromptRequestParams, ReadResourceRequestParams, ResourceContents, SubscribeRequestParams,
 };
 use rmcp::service::{PeerRequestOptions, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
@@ -337,6 +337,9 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
     client.cancel().await.unwrap();
 }
 
+// resources/subscribe is part of 2025-11-25; rmcp marks it deprecated for
+// the revision after.
+#[allow(deprecated)]
 #[tokio::test]
 async fn cancelling_run_workflow_cancels_the_run_and_the_gateway_keeps_serving() {
     let home = tempfile::tempdir().unwrap();
@@ -372,6 +375,23 @@ steps:
         triage::workflow::runs::list(&runs)[0].status,
         triage::workflow::runs::RunStatus::Running
     );
+    // Another session watches the run's resource.
+    let watcher = ProbeClient::default();
+    let watching = probe::connect(&served.url, None, watcher.clone()).await.unwrap();
+    let id = triage::workflow::runs::list(&runs)[0].meta["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    watching
+        .subscribe(SubscribeRequestParams::new(format!("triage://runs/{id}")))
+        .await
+        .unwrap();
+    let e = watching
+        .subscribe(SubscribeRequestParams::new("triage://runs/nope"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no run nope"), "{e}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     client
         .peer()
@@ -395,6 +415,16 @@ steps:
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status, Some(triage::workflow::runs::RunStatus::Cancelled));
+    // The watcher heard that the run changed.
+    let t = Instant::now();
+    while watcher.resource_updates.load(Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        watcher.resource_updates.load(Ordering::Relaxed) >= 1,
+        "resources/updated for the run"
+    );
+    watching.cancel().await.unwrap();
     // And the gateway serves the next call.
     let r = call(&client, "code_detect_language", json!({ "code": PYTHON })).await;
     assert_eq!(ok(&r)["language"], "python");
