@@ -300,11 +300,7 @@ impl Gateway {
                 .collect();
             all.extend(gateway.shared.forwarded.keys().cloned());
             for pattern in list {
-                let matches = |n: &String| match pattern.strip_suffix('*') {
-                    Some(prefix) => n.starts_with(prefix),
-                    None => n == pattern,
-                };
-                if !all.iter().any(matches) {
+                if !all.iter().any(|n| tool_matches(pattern, n)) {
                     anyhow::bail!(
                         "the tool allow list names `{pattern}`, which matches no tool; the tools are: {}",
                         all.join(", ")
@@ -353,15 +349,11 @@ impl Gateway {
     fn allowed(&self, name: &str) -> bool {
         match &self.shared.options.allow_tools {
             None => true,
-            Some(list) => list.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => p == name,
-            }),
+            Some(list) => list.iter().any(|p| tool_matches(p, name)),
         }
     }
 
     /// Logs to this session's client, when it asked for this level.
-    #[allow(deprecated)]
     async fn log(&self, peer: &Peer<RoleServer>, level: LoggingLevel, data: Value) {
         let wanted = *self
             .log_level
@@ -504,6 +496,15 @@ fn call_options(ctx: &RequestContext<RoleServer>) -> (CallOptions, tokio::task::
         ..Default::default()
     };
     (options, forwarding)
+}
+
+/// Whether an allow-list entry (a name, or a prefix ending in `*`) admits
+/// the tool `name`.
+fn tool_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
 }
 
 /// `AGENT_TOOL`, made of the characters clients accept and at most 64 long.

@@ -85,21 +85,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         method: Default::default(),
         extensions: Default::default(),
     });
-    let r = tokio::time::timeout(limit, peer.send_request(ping)).await;
-    checks.push(outcome(
-        "ping",
-        t,
-        r.map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map(|_| String::new()).map_err(|e| e.to_string())),
-    ));
+    let r = within(limit, peer.send_request(ping)).await;
+    checks.push(outcome("ping", t, r.map(|_| String::new())));
 
     let mut tools = Vec::new();
     if caps.tools.is_some() {
         let t = Instant::now();
-        let r = tokio::time::timeout(limit, peer.list_all_tools()).await;
-        let r = r
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let r = within(limit, peer.list_all_tools()).await;
         if let Ok(list) = &r {
             tools = list.clone();
         }
@@ -116,10 +108,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
     if caps.resources.is_some() {
         let t = Instant::now();
-        let r = tokio::time::timeout(limit, peer.list_all_resources()).await;
-        let r = r
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let r = within(limit, peer.list_all_resources()).await;
         checks.push(outcome(
             "resources/list",
             t,
@@ -128,10 +117,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
     if caps.prompts.is_some() {
         let t = Instant::now();
-        let r = tokio::time::timeout(limit, peer.list_all_prompts()).await;
-        let r = r
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let r = within(limit, peer.list_all_prompts()).await;
         checks.push(outcome(
             "prompts/list",
             t,
@@ -152,22 +138,15 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let mut calls_ok = true;
     for (name, arguments) in calls {
         let t = Instant::now();
-        let r = tokio::time::timeout(
-            limit,
-            peer.call_tool(CallToolRequestParams::new(name.clone()).with_arguments(arguments)),
-        )
-        .await;
-        let r = r
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .and_then(|r| {
-                let text = triage::controller::text_of(&r);
-                if r.is_error == Some(true) {
-                    Err(format!("tool error: {}", super::shorten(&text, 200)))
-                } else {
-                    Ok(super::shorten(&text, 120))
-                }
-            });
+        let request = CallToolRequestParams::new(name.clone()).with_arguments(arguments);
+        let r = within(limit, peer.call_tool(request)).await.and_then(|r| {
+            let text = triage::controller::text_of(&r);
+            if r.is_error == Some(true) {
+                Err(format!("tool error: {}", super::shorten(&text, 200)))
+            } else {
+                Ok(super::shorten(&text, 120))
+            }
+        });
         calls_ok &= r.is_ok();
         checks.push(outcome(&format!("call {name}"), t, r));
     }
@@ -212,6 +191,17 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A request's result within `limit`, its error as text.
+async fn within<T, E: std::fmt::Display>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
 }
 
 fn outcome(name: &str, t: Instant, r: Result<String, String>) -> Check {
