@@ -26,8 +26,8 @@ use serde_json::{Map, Value, json};
 /// The protocol revision the client asks for.
 pub const PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
-/// The client side: counts progress notifications, resource-list changes
-/// and elicitations, and answers elicitations with defaults.
+/// The client side: counts progress notifications, resource changes, log
+/// messages and elicitations, and answers elicitations with defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeClient {
     pub progress: Arc<AtomicUsize>,
@@ -36,6 +36,8 @@ pub struct ProbeClient {
     pub resource_changes: Arc<AtomicUsize>,
     /// `notifications/resources/updated` received.
     pub resource_updates: Arc<AtomicUsize>,
+    /// `notifications/message` (log messages) received.
+    pub log_messages: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for ProbeClient {
@@ -67,6 +69,17 @@ impl ClientHandler for ProbeClient {
         _context: NotificationContext<RoleClient>,
     ) {
         self.resource_updates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // Logging is part of 2025-11-25; rmcp marks it deprecated for the
+    // revision after.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        _params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.log_messages.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn create_elicitation(

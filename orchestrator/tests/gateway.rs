@@ -236,6 +236,9 @@ async fn over_stdio_the_gateway_serves_tools_resources_and_prompts() {
     client.cancel().await.unwrap();
 }
 
+// Logging is part of 2025-11-25; rmcp marks it deprecated for the revision
+// after.
+#[allow(deprecated)]
 #[tokio::test]
 async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources() {
     let home = tempfile::tempdir().unwrap();
@@ -267,6 +270,15 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
     )
     .await;
     assert_eq!(ok(&r)["agent"], "legal");
+
+    // Log messages, once the client asks for them.
+    client
+        .peer()
+        .set_level(rmcp::model::SetLevelRequestParams::new(
+            rmcp::model::LoggingLevel::Info,
+        ))
+        .await
+        .unwrap();
 
     // run_workflow with an inline spec: progress per step, the run id and
     // outputs back, and the run readable as a resource.
@@ -311,6 +323,24 @@ async fn over_http_ask_and_run_workflow_report_progress_and_runs_are_resources()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(handler.resource_changes.load(Ordering::Relaxed) >= 2);
+    // The run's start and end were logged to this session.
+    assert!(
+        handler.log_messages.load(Ordering::Relaxed) >= 2,
+        "run_started and run_ended"
+    );
+    // Completion offers the run's id for the run template.
+    let done = client
+        .peer()
+        .complete_resource_argument("triage://runs/{id}", "id", &id[..8], None)
+        .await
+        .unwrap();
+    assert_eq!(done.values, vec![id.clone()]);
+    let none = client
+        .peer()
+        .complete_resource_argument("triage://runs/{id}", "id", "x", None)
+        .await
+        .unwrap();
+    assert!(none.values.is_empty());
     // The run is in the shared runs folder, as `triage runs` sees it.
     let o = Command::new(TRIAGE)
         .args(["runs", "show", &id, "--json"])
