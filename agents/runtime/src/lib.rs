@@ -11,6 +11,7 @@
 
 mod actor;
 mod chat;
+pub mod cpu;
 mod embed;
 mod embed_cache;
 mod engine;

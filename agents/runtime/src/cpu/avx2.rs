@@ -1,0 +1,193 @@
+//! AVX2 + FMA dot products for the block formats in [`super::quant`].
+//!
+//! Each block's integer products are summed with `vpmaddubsw` (unsigned ×
+//! signed bytes into 16-bit pairs) and `vpmaddwd` (pairs into 32-bit
+//! lanes), converted to f32 once per block and scaled with one FMA, so a
+//! 32-value block costs a handful of instructions. Signed × signed bytes
+//! use the usual trick: |x| × (y with x's sign). ggml never stores -128 in
+//! a Q8 block (it quantizes to ±127), which that trick relies on.
+//!
+//! Every function here requires AVX2 and FMA; [`super::Kernels::detect`]
+//! hands them out only where the CPU has both.
+
+use std::arch::x86_64::*;
+
+use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, scale_min_k4};
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 bytes of nibbles as 32 bytes: the low nibbles (values 0..16) in the
+/// low lane, the high nibbles (values 16..32) in the high lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; the load has no alignment need.
+    let b = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load32(p: &[i8; 32]) -> __m256i {
+    // SAFETY: `p` is 32 readable bytes; the load has no alignment need.
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+/// Sum of unsigned × signed byte products, as eight f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
+    let pairs = _mm256_maddubs_epi16(ux, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// Sum of signed × signed byte products, as eight f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&y.qs)), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        acc = _mm256_fmadd_ps(d, mul_sum_us8(nibbles(&x.qs), load32(&y.qs)), acc);
+        offsets += x.m.to_f32() * y.s.to_f32();
+    }
+    hsum(acc) + offsets
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&x.qs), load32(&y.qs)), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    for (x, y) in x.iter().zip(y) {
+        let mut mins = 0i32;
+        let mut sumi = _mm256_setzero_si256();
+        for i in 0..4 {
+            let (s1, m1) = scale_min_k4(2 * i, &x.scales);
+            let (s2, m2) = scale_min_k4(2 * i + 1, &x.scales);
+            let b = &y.bsums[4 * i..4 * i + 4];
+            mins += m1 as i32 * (b[0] as i32 + b[1] as i32) + m2 as i32 * (b[2] as i32 + b[3] as i32);
+            // SAFETY: bytes 32i..32i+32 lie inside the 128-byte `qs`.
+            let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * i).cast()) };
+            let lo = _mm256_and_si256(q4, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
+            let a: &[i8; 64] = y.qs[64 * i..64 * i + 64].try_into().expect("64 values");
+            let (a_lo, a_hi) = a.split_at(32);
+            let p_lo = _mm256_maddubs_epi16(lo, load32(a_lo.try_into().expect("32")));
+            let p_hi = _mm256_maddubs_epi16(hi, load32(a_hi.try_into().expect("32")));
+            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(s1 as i16));
+            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(s2 as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+        }
+        let d = _mm256_set1_ps(y.d * x.d.to_f32());
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        offsets += y.d * x.dmin.to_f32() * mins as f32;
+    }
+    hsum(acc) - offsets
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= n, inside both slices.
+            let (vx, vy) = unsafe {
+                (
+                    _mm256_loadu_ps(x.as_ptr().add(i + 8 * k)),
+                    _mm256_loadu_ps(y.as_ptr().add(i + 8 * k)),
+                )
+            };
+            *a = _mm256_fmadd_ps(vx, vy, *a);
+        }
+        i += 32;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut total = hsum(sum);
+    for j in i..n {
+        total += x[j] * y[j];
+    }
+    total
+}
+
+/// Dot product of f16 keys with f32 queries (attention scores); needs F16C too.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_f16(k: &[half::f16], q: &[f32]) -> f32 {
+    let n = k.len().min(q.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, inside both slices.
+        let (vk, vq) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast())),
+                _mm256_loadu_ps(q.as_ptr().add(i)),
+            )
+        };
+        acc = _mm256_fmadd_ps(vk, vq, acc);
+        i += 8;
+    }
+    let mut total = hsum(acc);
+    for j in i..n {
+        total += k[j].to_f32() * q[j];
+    }
+    total
+}
+
+/// `y += a * v` for f16 `v` (attention's weighted sum of values); needs F16C too.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn axpy_f16(y: &mut [f32], a: f32, v: &[half::f16]) {
+    let n = y.len().min(v.len());
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, inside both slices.
+        unsafe {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let p = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, vv, _mm256_loadu_ps(p)));
+        }
+        i += 8;
+    }
+    for j in i..n {
+        y[j] += a * v[j].to_f32();
+    }
+}

@@ -1,0 +1,399 @@
+//! The CPU arithmetic under the transformer: quantized weight matrices in
+//! ggml's block formats, activations quantized to match, dot-product
+//! kernels chosen for the CPU at run time, and a thread team that splits
+//! each product across cores.
+//!
+//! Supported weight formats run natively: Q4_0, Q4_1, Q8_0 and Q4_K (the
+//! formats of the catalog's models and the usual ones of models users
+//! bring), and F32. Any other GGUF format is expanded to F32 at load
+//! (correct, but larger and slower), and said so in the log.
+
+pub mod avx2;
+pub mod pool;
+pub mod quant;
+
+use bytemuck::Pod;
+use candle_core::quantized::GgmlDType;
+use half::f16;
+
+use pool::{Pool, SharedMut, share};
+use quant::{BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
+
+/// Storage format of a weight matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q4K,
+    F32,
+}
+
+/// Format the activations are quantized to for a weight format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActType {
+    Q8_0,
+    Q8_1,
+    Q8K,
+    F32,
+}
+
+impl WeightType {
+    /// The native format for a GGUF tensor type, if there is one.
+    pub fn from_ggml(t: GgmlDType) -> Option<WeightType> {
+        Some(match t {
+            GgmlDType::Q4_0 => WeightType::Q4_0,
+            GgmlDType::Q4_1 => WeightType::Q4_1,
+            GgmlDType::Q8_0 => WeightType::Q8_0,
+            GgmlDType::Q4K => WeightType::Q4K,
+            GgmlDType::F32 => WeightType::F32,
+            _ => return None,
+        })
+    }
+
+    /// Values per block and bytes per block.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            WeightType::Q4_0 => (QK, size_of::<BlockQ4_0>()),
+            WeightType::Q4_1 => (QK, size_of::<BlockQ4_1>()),
+            WeightType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
+            WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
+            WeightType::F32 => (1, 4),
+        }
+    }
+
+    pub fn act(self) -> ActType {
+        match self {
+            WeightType::Q4_0 | WeightType::Q8_0 => ActType::Q8_0,
+            WeightType::Q4_1 => ActType::Q8_1,
+            WeightType::Q4K => ActType::Q8K,
+            WeightType::F32 => ActType::F32,
+        }
+    }
+}
+
+impl ActType {
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            ActType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
+            ActType::Q8_1 => (QK, size_of::<BlockQ8_1>()),
+            ActType::Q8K => (QK_K, size_of::<BlockQ8K>()),
+            ActType::F32 => (1, 4),
+        }
+    }
+}
+
+/// Bytes kept 4-aligned, so that rows cast to block slices.
+#[derive(Debug, Clone, Default)]
+pub struct Bytes {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Bytes {
+    pub fn zeroed(len: usize) -> Bytes {
+        Bytes {
+            words: vec![0; len.div_ceil(4)],
+            len,
+        }
+    }
+
+    fn resize(&mut self, len: usize) {
+        self.words.resize(len.div_ceil(4), 0);
+        self.len = len;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[..self.len]
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+    }
+}
+
+/// A weight matrix of `rows × cols`, row-major, in its block format.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    pub ty: WeightType,
+    pub rows: usize,
+    pub cols: usize,
+    row_bytes: usize,
+    data: Bytes,
+}
+
+impl QMatrix {
+    /// A matrix over `data` (rows of blocks as in a GGUF file). Fails when
+    /// the row length is not a whole number of blocks or `data` has the
+    /// wrong size.
+    pub fn new(ty: WeightType, rows: usize, cols: usize, data: Bytes) -> Result<QMatrix, String> {
+        let (elems, bytes) = ty.block();
+        if cols % elems != 0 {
+            return Err(format!(
+                "rows of {cols} values are not whole blocks of {elems} ({ty:?})"
+            ));
+        }
+        let row_bytes = cols / elems * bytes;
+        if data.len != rows * row_bytes {
+            return Err(format!(
+                "{} bytes for {rows} × {cols} {ty:?} (expected {})",
+                data.len,
+                rows * row_bytes
+            ));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// An F32 matrix from plain values.
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> QMatrix {
+        let mut data = Bytes::zeroed(values.len() * 4);
+        data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(values));
+        QMatrix::new(WeightType::F32, rows, cols, data).expect("sizes agree")
+    }
+
+    /// Bytes held.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len
+    }
+
+    fn row<B: Pod>(&self, r: usize) -> &[B] {
+        bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+
+    /// Expands row `r` into `out` (`cols` values): the embedding lookup.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        match self.ty {
+            WeightType::Q4_0 => quant::dequantize_q4_0(self.row(r), out),
+            WeightType::Q4_1 => quant::dequantize_q4_1(self.row(r), out),
+            WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
+            WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
+            WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
+        }
+    }
+}
+
+/// Rows of activations quantized for one weight format.
+#[derive(Debug, Default)]
+pub struct Acts {
+    ty: Option<ActType>,
+    rows: usize,
+    row_bytes: usize,
+    data: Bytes,
+}
+
+impl Acts {
+    /// Quantizes `x` (`rows × cols`) to `ty`, reusing the buffer.
+    pub fn quantize(&mut self, ty: ActType, x: &[f32], cols: usize) {
+        let (elems, bytes) = ty.block();
+        assert!(
+            cols % elems == 0,
+            "activation rows of {cols} are not whole blocks of {elems}"
+        );
+        let rows = x.len() / cols;
+        self.ty = Some(ty);
+        self.rows = rows;
+        self.row_bytes = cols / elems * bytes;
+        self.data.resize(rows * self.row_bytes);
+        let rb = self.row_bytes;
+        let data = self.data.as_bytes_mut();
+        for (r, xs) in x.chunks_exact(cols).enumerate() {
+            let out = &mut data[r * rb..(r + 1) * rb];
+            match ty {
+                ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),
+                ActType::Q8_1 => quant::quantize_q8_1(xs, bytemuck::cast_slice_mut(out)),
+                ActType::Q8K => quant::quantize_q8k(xs, bytemuck::cast_slice_mut(out)),
+                ActType::F32 => out.copy_from_slice(bytemuck::cast_slice(xs)),
+            }
+        }
+    }
+
+    fn row<B: Pod>(&self, r: usize) -> &[B] {
+        bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+}
+
+/// Dot-product kernels for one CPU, chosen once at load.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernels {
+    /// `avx2` or `portable`.
+    pub name: &'static str,
+    pub q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+    pub q4_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub q4k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
+    pub f32: fn(&[f32], &[f32]) -> f32,
+    /// Attention: f16 keys · f32 query.
+    pub dot_f16: fn(&[f16], &[f32]) -> f32,
+    /// Attention: `y += a * v` for f16 values.
+    pub axpy_f16: fn(&mut [f32], f32, &[f16]),
+}
+
+impl Kernels {
+    /// The plain-Rust kernels, correct on any CPU; the reference the SIMD
+    /// kernels are tested against.
+    pub const PORTABLE: Kernels = Kernels {
+        name: "portable",
+        q4_0: quant::dot_q4_0,
+        q4_1: quant::dot_q4_1,
+        q8_0: quant::dot_q8_0,
+        q4k: quant::dot_q4k,
+        f32: quant::dot_f32,
+        dot_f16,
+        axpy_f16,
+    };
+
+    /// The fastest kernels this CPU runs. `TRIAGE_KERNELS=portable`
+    /// forces the plain ones (for comparison and debugging).
+    pub fn detect() -> Kernels {
+        if std::env::var("TRIAGE_KERNELS").is_ok_and(|v| v == "portable") {
+            return Kernels::PORTABLE;
+        }
+        Kernels::avx2().unwrap_or(Kernels::PORTABLE)
+    }
+
+    /// The AVX2 kernels, where the CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    pub fn avx2() -> Option<Kernels> {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return None;
+        }
+        // SAFETY (each wrapper): only reachable after the check above found
+        // AVX2, FMA and F16C on this CPU.
+        fn q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { avx2::dot_q4_0(x, y) }
+        }
+        fn q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            unsafe { avx2::dot_q4_1(x, y) }
+        }
+        fn q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { avx2::dot_q8_0(x, y) }
+        }
+        fn q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            unsafe { avx2::dot_q4k(x, y) }
+        }
+        fn f32(x: &[f32], y: &[f32]) -> f32 {
+            unsafe { avx2::dot_f32(x, y) }
+        }
+        fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+            unsafe { avx2::dot_f16(k, q) }
+        }
+        fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
+            unsafe { avx2::axpy_f16(y, a, v) }
+        }
+        Some(Kernels {
+            name: "avx2",
+            q4_0,
+            q4_1,
+            q8_0,
+            q4k,
+            f32,
+            dot_f16,
+            axpy_f16,
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn avx2() -> Option<Kernels> {
+        None
+    }
+}
+
+/// One product of a [`matmul`]: `out[t * w.rows + r] = w[r] · acts[t]`.
+#[derive(Debug)]
+pub struct Product<'a> {
+    pub w: &'a QMatrix,
+    pub acts: &'a Acts,
+    pub out: &'a mut [f32],
+}
+
+/// Weight rows handled per tile: a tile's rows stay in L1 while every
+/// activation row passes over them.
+const TILE_ROWS: usize = 16;
+
+/// Runs several products in one parallel step; the threads split their
+/// rows between them (fusing, say, the query, key and value projections).
+pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
+    for p in products.iter() {
+        assert_eq!(
+            p.acts.ty,
+            Some(p.w.ty.act()),
+            "activations quantized for another format"
+        );
+        assert_eq!(p.out.len(), p.acts.rows * p.w.rows, "output size");
+    }
+    let total: usize = products.iter().map(|p| p.w.rows).sum();
+    let jobs: Vec<(&QMatrix, &Acts, SharedMut<f32>)> = products
+        .iter_mut()
+        .map(|p| (p.w, p.acts, SharedMut::new(p.out)))
+        .collect();
+    let threads = pool.threads();
+    pool.run(&|i| {
+        let (start, end) = share(total, i, threads, TILE_ROWS);
+        let mut offset = 0;
+        for (w, acts, out) in &jobs {
+            let (lo, hi) = (start.max(offset), end.min(offset + w.rows));
+            if lo < hi {
+                rows(k, w, acts, out, lo - offset, hi - offset);
+            }
+            offset += w.rows;
+        }
+    });
+}
+
+/// Rows `[lo, hi)` of one product.
+fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, hi: usize) {
+    match w.ty {
+        WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0),
+        WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1),
+        WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0),
+        WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k),
+        WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32),
+    }
+}
+
+fn tiles<W: Pod, A: Pod>(
+    w: &QMatrix,
+    acts: &Acts,
+    out: &SharedMut<f32>,
+    lo: usize,
+    hi: usize,
+    dot: fn(&[W], &[A]) -> f32,
+) {
+    let mut tile = lo;
+    while tile < hi {
+        let tile_end = (tile + TILE_ROWS).min(hi);
+        for t in 0..acts.rows {
+            let a = acts.row::<A>(t);
+            for r in tile..tile_end {
+                // SAFETY: this thread alone owns rows [lo, hi) of every
+                // activation row's output during this step.
+                unsafe { out.write(t * w.rows + r, dot(w.row::<W>(r), a)) };
+            }
+        }
+        tile = tile_end;
+    }
+}
+
+/// Dot product of f16 values with f32 values (attention scores).
+pub fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+    k.iter().zip(q).map(|(a, b)| a.to_f32() * b).sum()
+}
+
+/// `y += a * v` for f16 `v` (attention's weighted sum of values).
+pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
+    for (y, v) in y.iter_mut().zip(v) {
+        *y += a * v.to_f32();
+    }
+}
+
+#[cfg(test)]
+mod tests;

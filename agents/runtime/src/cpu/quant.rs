@@ -1,0 +1,270 @@
+//! ggml's block formats, bit for bit as they lie in a GGUF file, and the
+//! portable reference code for them: quantizing activations, expanding
+//! weights back to f32, and the dot products that the SIMD kernels in
+//! [`super::avx2`] must reproduce.
+//!
+//! A weight row is a run of blocks; each block holds 32 (or 256 for the
+//! K-quants) values as small integers with one or two f16 scales. A dot
+//! product multiplies a weight row with an activation row quantized to
+//! the matching 8-bit format, summing integers inside a block and scaling
+//! once per block, as llama.cpp does (so the two agree to rounding).
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// Values per block in the 32-value formats.
+pub const QK: usize = 32;
+/// Values per super-block in the K-quants.
+pub const QK_K: usize = 256;
+
+/// 4-bit weights: `x = d * (q - 8)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    /// Value `j` in the low nibble of byte `j`, value `j + 16` in its high nibble.
+    pub qs: [u8; QK / 2],
+}
+
+/// 4-bit weights with an offset: `x = d * q + m`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// 8-bit values: `x = d * q`. Weights, and the activations of Q4_0 and
+/// Q8_0 weights.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; QK],
+}
+
+/// 8-bit activations for Q4_1 weights: `x = d * q`, and `s = d * sum(q)`
+/// so that the weights' offset costs one multiply per block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; QK],
+}
+
+/// 4-bit K-quant: eight sub-blocks of 32 values, each with a 6-bit scale
+/// and a 6-bit min: `x = d * scale_j * q - dmin * min_j`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    /// Sub-blocks `2i` (low nibbles) and `2i + 1` (high nibbles) share
+    /// bytes `32i .. 32i + 32`.
+    pub qs: [u8; QK_K / 2],
+}
+
+/// 8-bit activations for the K-quants, with the sums of each 16 values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    pub bsums: [i16; QK_K / 16],
+}
+
+/// The 6-bit scale and min of sub-block `j` of a Q4_K block.
+pub fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Quantizing activations (f32 → 8-bit blocks).
+
+fn amax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Rounds half away from zero, as C's `roundf` (what llama.cpp's reference uses).
+fn round(v: f32) -> i32 {
+    v.round() as i32
+}
+
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xs, b) in x.chunks_exact(QK).zip(out) {
+        let d = amax(xs) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = round(v * id) as i8;
+        }
+    }
+}
+
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xs, b) in x.chunks_exact(QK).zip(out) {
+        let d = amax(xs) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            let r = round(v * id);
+            *q = r as i8;
+            sum += r;
+        }
+        b.d = f16::from_f32(d);
+        b.s = f16::from_f32(d * sum as f32);
+    }
+}
+
+pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    debug_assert_eq!(x.len(), out.len() * QK_K);
+    for (xs, b) in x.chunks_exact(QK_K).zip(out) {
+        // The value of largest magnitude, with its sign, maps to -128.
+        let max = xs
+            .iter()
+            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        if max == 0.0 {
+            b.d = 0.0;
+            b.qs = [0; QK_K];
+            b.bsums = [0; QK_K / 16];
+            continue;
+        }
+        let iscale = -128.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = round(iscale * v).min(127) as i8;
+        }
+        for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Expanding weights (blocks → f32): embedding rows, the f32 fallback, tests.
+
+pub fn dequantize_q4_0(b: &[BlockQ4_0], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (j, &q) in b.qs.iter().enumerate() {
+            o[j] = d * ((q & 0x0F) as i32 - 8) as f32;
+            o[j + QK / 2] = d * ((q >> 4) as i32 - 8) as f32;
+        }
+    }
+}
+
+pub fn dequantize_q4_1(b: &[BlockQ4_1], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK)) {
+        let (d, m) = (b.d.to_f32(), b.m.to_f32());
+        for (j, &q) in b.qs.iter().enumerate() {
+            o[j] = d * (q & 0x0F) as f32 + m;
+            o[j + QK / 2] = d * (q >> 4) as f32 + m;
+        }
+    }
+}
+
+pub fn dequantize_q8_0(b: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (o, &q) in o.iter_mut().zip(&b.qs) {
+            *o = d * q as f32;
+        }
+    }
+}
+
+pub fn dequantize_q4k(b: &[BlockQ4K], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+        for i in 0..4 {
+            let (s1, m1) = scale_min_k4(2 * i, &b.scales);
+            let (s2, m2) = scale_min_k4(2 * i + 1, &b.scales);
+            let qs = &b.qs[32 * i..32 * i + 32];
+            let o = &mut o[64 * i..64 * i + 64];
+            for l in 0..32 {
+                o[l] = d * s1 as f32 * (qs[l] & 0x0F) as f32 - dmin * m1 as f32;
+                o[l + 32] = d * s2 as f32 * (qs[l] >> 4) as f32 - dmin * m2 as f32;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reference dot products: plain loops, integer sums per block.
+
+pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let mut sum = 0i32;
+            for j in 0..QK / 2 {
+                sum += ((x.qs[j] & 0x0F) as i32 - 8) * y.qs[j] as i32;
+                sum += ((x.qs[j] >> 4) as i32 - 8) * y.qs[j + QK / 2] as i32;
+            }
+            x.d.to_f32() * y.d.to_f32() * sum as f32
+        })
+        .sum()
+}
+
+pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let mut sum = 0i32;
+            for j in 0..QK / 2 {
+                sum += (x.qs[j] & 0x0F) as i32 * y.qs[j] as i32;
+                sum += (x.qs[j] >> 4) as i32 * y.qs[j + QK / 2] as i32;
+            }
+            x.d.to_f32() * y.d.to_f32() * sum as f32 + x.m.to_f32() * y.s.to_f32()
+        })
+        .sum()
+}
+
+pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let sum: i32 = x.qs.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
+            x.d.to_f32() * y.d.to_f32() * sum as f32
+        })
+        .sum()
+}
+
+pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let mut scaled = 0i32;
+            let mut mins = 0i32;
+            for j in 0..8 {
+                let (scale, min) = scale_min_k4(j, &x.scales);
+                let qs = &x.qs[32 * (j / 2)..32 * (j / 2) + 32];
+                let a = &y.qs[32 * j..32 * j + 32];
+                let shift = if j % 2 == 0 { 0 } else { 4 };
+                let sum: i32 = qs
+                    .iter()
+                    .zip(a)
+                    .map(|(&q, &a)| ((q >> shift) & 0x0F) as i32 * a as i32)
+                    .sum();
+                scaled += scale as i32 * sum;
+                mins += min as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+            }
+            y.d * (x.d.to_f32() * scaled as f32 - x.dmin.to_f32() * mins as f32)
+        })
+        .sum()
+}
+
+pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
+}

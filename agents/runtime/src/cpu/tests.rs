@@ -1,0 +1,412 @@
+//! Every kernel against the plain reference, and the reference against
+//! expanded f32 arithmetic, on random blocks and edge cases: all zeros,
+//! the largest values each format holds, and odd numbers of blocks.
+
+use bytemuck::Zeroable;
+
+use super::quant::*;
+use super::*;
+
+/// A small deterministic generator (xorshift); tests need no crate for it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn f16(&mut self, scale: f32) -> f16 {
+        f16::from_f32(self.unit() * scale)
+    }
+    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    Random,
+    Zeros,
+    Max,
+}
+
+const FILLS: [Fill; 3] = [Fill::Random, Fill::Zeros, Fill::Max];
+const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 48];
+
+fn q4_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_0> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4_0 {
+                d: rng.f16(0.1),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4_0::zeroed(),
+            Fill::Max => BlockQ4_0 {
+                d: f16::from_f32(-4.0),
+                qs: [0x0F; 16],
+            },
+        })
+        .collect()
+}
+
+fn q4_1_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_1> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4_1 {
+                d: rng.f16(0.1),
+                m: rng.f16(0.5),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4_1::zeroed(),
+            Fill::Max => BlockQ4_1 {
+                d: f16::from_f32(4.0),
+                m: f16::from_f32(-30.0),
+                qs: [0xFF; 16],
+            },
+        })
+        .collect()
+}
+
+fn q8_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ8_0> {
+    (0..n)
+        .map(|i| match fill {
+            Fill::Random => BlockQ8_0 {
+                d: rng.f16(0.05),
+                qs: std::array::from_fn(|_| (rng.byte() as i8).max(-127)),
+            },
+            Fill::Zeros => BlockQ8_0::zeroed(),
+            // ±127 alternating by block: the extremes of both signs.
+            Fill::Max => BlockQ8_0 {
+                d: f16::from_f32(2.0),
+                qs: [if i % 2 == 0 { 127 } else { -127 }; 32],
+            },
+        })
+        .collect()
+}
+
+fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4K {
+                d: rng.f16(0.01),
+                dmin: rng.f16(0.01),
+                scales: std::array::from_fn(|_| rng.byte()),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4K::zeroed(),
+            // Every 6-bit scale and min at 63, every nibble at 15.
+            Fill::Max => BlockQ4K {
+                d: f16::from_f32(0.5),
+                dmin: f16::from_f32(0.5),
+                scales: [0xFF; 12],
+                qs: [0xFF; 128],
+            },
+        })
+        .collect()
+}
+
+fn activations(rng: &mut Rng, n: usize, fill: Fill) -> Vec<f32> {
+    match fill {
+        Fill::Random => rng.values(n, 3.0),
+        Fill::Zeros => vec![0.0; n],
+        Fill::Max => (0..n)
+            .map(|i| if i % 3 == 0 { -1000.0 } else { 1000.0 })
+            .collect(),
+    }
+}
+
+/// Agreement up to float rounding, relative to the size of the terms.
+fn assert_close(got: f32, want: f32, magnitude: f32, what: &str) {
+    let tol = 1e-5 * magnitude.max(1.0);
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: {got} vs reference {want} (tolerance {tol})"
+    );
+}
+
+fn abs_dot(x: &[f32], y: &[f32]) -> f32 {
+    x.iter().zip(y).map(|(a, b)| (a * b).abs()).sum()
+}
+
+fn kernel_sets() -> Vec<Kernels> {
+    let mut sets = vec![Kernels::PORTABLE];
+    sets.extend(Kernels::avx2());
+    sets
+}
+
+/// Runs `check(weights fill, activation fill, blocks)` for every case.
+fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for wf in FILLS {
+        for af in FILLS {
+            for n in BLOCK_COUNTS {
+                for _ in 0..4 {
+                    check(&mut rng, wf, af, n);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q4_0_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let w = q4_0_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8_0::zeroed(); n];
+        quantize_q8_0(&activations(rng, n * QK, af), &mut a);
+        let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
+        dequantize_q4_0(&w, &mut wx);
+        dequantize_q8_0(&a, &mut ax);
+        let want = dot_q4_0(&w, &a);
+        let mag = abs_dot(&wx, &ax);
+        assert_close(
+            want,
+            dot_f32(&wx, &ax),
+            mag,
+            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
+        );
+        for k in kernel_sets() {
+            assert_close(
+                (k.q4_0)(&w, &a),
+                want,
+                mag,
+                &format!("{} q4_0 {wf:?}/{af:?}/{n}", k.name),
+            );
+        }
+    });
+}
+
+#[test]
+fn q4_1_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let w = q4_1_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8_1::zeroed(); n];
+        quantize_q8_1(&activations(rng, n * QK, af), &mut a);
+        let mut wx = vec![0.0; n * QK];
+        dequantize_q4_1(&w, &mut wx);
+        // Q8_1 expands like Q8_0; its `s` is d times the sum of its values.
+        let ax: Vec<f32> = a
+            .iter()
+            .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+            .collect();
+        for b in &a {
+            let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
+            assert_close(
+                b.s.to_f32(),
+                b.d.to_f32() * sum as f32,
+                1e3 * b.s.to_f32().abs(),
+                "q8_1 sum",
+            );
+        }
+        let want = dot_q4_1(&w, &a);
+        let mag = abs_dot(&wx, &ax) * 1.01;
+        assert_close(
+            want,
+            dot_f32(&wx, &ax),
+            mag * 1e2,
+            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
+        );
+        for k in kernel_sets() {
+            assert_close(
+                (k.q4_1)(&w, &a),
+                want,
+                mag,
+                &format!("{} q4_1 {wf:?}/{af:?}/{n}", k.name),
+            );
+        }
+    });
+}
+
+#[test]
+fn q8_0_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let w = q8_0_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8_0::zeroed(); n];
+        quantize_q8_0(&activations(rng, n * QK, af), &mut a);
+        let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
+        dequantize_q8_0(&w, &mut wx);
+        dequantize_q8_0(&a, &mut ax);
+        let want = dot_q8_0(&w, &a);
+        let mag = abs_dot(&wx, &ax);
+        assert_close(
+            want,
+            dot_f32(&wx, &ax),
+            mag,
+            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
+        );
+        for k in kernel_sets() {
+            assert_close(
+                (k.q8_0)(&w, &a),
+                want,
+                mag,
+                &format!("{} q8_0 {wf:?}/{af:?}/{n}", k.name),
+            );
+        }
+    });
+}
+
+#[test]
+fn q4k_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let n = n.div_ceil(4); // super-blocks of 256: 1, 1, 1, 2, 5, 12
+        let w = q4k_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8K::zeroed(); n];
+        quantize_q8k(&activations(rng, n * QK_K, af), &mut a);
+        let mut wx = vec![0.0; n * QK_K];
+        dequantize_q4k(&w, &mut wx);
+        let ax: Vec<f32> = a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect();
+        for b in &a {
+            for (j, s) in b.bsums.iter().enumerate() {
+                assert_eq!(
+                    *s as i32,
+                    b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum::<i32>()
+                );
+            }
+        }
+        let want = dot_q4k(&w, &a);
+        let mag = abs_dot(&wx, &ax);
+        assert_close(
+            want,
+            dot_f32(&wx, &ax),
+            mag * 10.0,
+            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
+        );
+        for k in kernel_sets() {
+            assert_close(
+                (k.q4k)(&w, &a),
+                want,
+                mag,
+                &format!("{} q4k {wf:?}/{af:?}/{n}", k.name),
+            );
+        }
+    });
+}
+
+#[test]
+fn f32_kernels_match_the_reference_at_every_length() {
+    let mut rng = Rng(7);
+    for n in [0, 1, 7, 8, 31, 32, 33, 64, 100, 576] {
+        let (x, y) = (rng.values(n, 2.0), rng.values(n, 2.0));
+        let want = dot_f32(&x, &y);
+        for k in kernel_sets() {
+            assert_close(
+                (k.f32)(&x, &y),
+                want,
+                abs_dot(&x, &y),
+                &format!("{} f32 {n}", k.name),
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_attention_kernels_match_the_reference_at_every_length() {
+    let mut rng = Rng(5);
+    for n in [0, 1, 7, 8, 9, 63, 64, 65] {
+        let k: Vec<f16> = (0..n).map(|_| rng.f16(4.0)).collect();
+        let q = rng.values(n, 2.0);
+        let kx: Vec<f32> = k.iter().map(|v| v.to_f32()).collect();
+        let want = dot_f32(&kx, &q);
+        let y0 = rng.values(n, 1.0);
+        let mut want_y = y0.clone();
+        axpy_f16(&mut want_y, 0.37, &k);
+        for ks in kernel_sets() {
+            assert_close(
+                (ks.dot_f16)(&k, &q),
+                want,
+                abs_dot(&kx, &q),
+                &format!("{} dot_f16 {n}", ks.name),
+            );
+            let mut y = y0.clone();
+            (ks.axpy_f16)(&mut y, 0.37, &k);
+            for (a, b) in y.iter().zip(&want_y) {
+                assert_close(*a, *b, b.abs() + 1.0, &format!("{} axpy_f16 {n}", ks.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn quantizing_activations_keeps_values_within_half_a_step() {
+    let mut rng = Rng(11);
+    let x = rng.values(QK_K * 2, 5.0);
+    let mut q8 = vec![BlockQ8_0::zeroed(); x.len() / QK];
+    quantize_q8_0(&x, &mut q8);
+    let mut back = vec![0.0; x.len()];
+    dequantize_q8_0(&q8, &mut back);
+    for (i, (a, b)) in x.iter().zip(&back).enumerate() {
+        let step = q8[i / QK].d.to_f32();
+        assert!((a - b).abs() <= step * 0.51 + 1e-3, "{a} vs {b} (step {step})");
+    }
+    let mut q8k = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+    quantize_q8k(&x, &mut q8k);
+    for (i, a) in x.iter().enumerate() {
+        let b = &q8k[i / QK_K];
+        let q = b.qs[i % QK_K];
+        let v = b.d * q as f32;
+        // The largest magnitude maps to -128; the other sign saturates at
+        // 127, up to one step short (as in llama.cpp).
+        let steps = if q == 127 { 1.01 } else { 0.51 };
+        assert!((a - v).abs() <= b.d.abs() * steps, "{a} vs {v}");
+    }
+}
+
+#[test]
+fn matmul_splits_rows_across_threads_and_matches_single_dots() {
+    let mut rng = Rng(3);
+    let (rows, cols, tokens) = (37, 64, 5);
+    let blocks = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
+    let mut data = Bytes::zeroed(blocks.len() * size_of::<BlockQ4_1>());
+    data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(&blocks));
+    let w = QMatrix::new(WeightType::Q4_1, rows, cols, data).unwrap();
+    let x = rng.values(tokens * cols, 1.0);
+    let mut acts = Acts::default();
+    acts.quantize(ActType::Q8_1, &x, cols);
+    let k = Kernels::detect();
+    for threads in [1, 2, 3] {
+        let pool = Pool::new(threads);
+        let mut out = vec![0.0; tokens * rows];
+        // The same matrix twice in one step: the split crosses products.
+        let mut out2 = vec![0.0; tokens * rows];
+        matmul(
+            &pool,
+            &k,
+            &mut [
+                Product {
+                    w: &w,
+                    acts: &acts,
+                    out: &mut out,
+                },
+                Product {
+                    w: &w,
+                    acts: &acts,
+                    out: &mut out2,
+                },
+            ],
+        );
+        for t in 0..tokens {
+            for r in 0..rows {
+                let want = (k.q4_1)(w.row(r), acts.row(t));
+                assert_eq!(out[t * rows + r], want, "threads {threads} token {t} row {r}");
+                assert_eq!(out2[t * rows + r], want);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_row_that_is_not_whole_blocks_is_refused() {
+    let err = QMatrix::new(WeightType::Q4_1, 2, 40, Bytes::zeroed(100)).unwrap_err();
+    assert!(err.contains("not whole blocks"), "{err}");
+    let err = QMatrix::new(WeightType::Q8_0, 2, 32, Bytes::zeroed(10)).unwrap_err();
+    assert!(err.contains("expected 68"), "{err}");
+}
