@@ -96,10 +96,15 @@ pub fn main() -> ExitCode {
             .filter(|&n: &usize| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
-    // candle sizes its thread pools from RAYON_NUM_THREADS; without it, it
-    // re-reads /proc/cpuinfo on every operation (20% of generation time).
+    // The generation runtime sizes its thread team from TRIAGE_THREADS (and
+    // agents started from here inherit it); candle, which runs MiniLM,
+    // sizes its pools from RAYON_NUM_THREADS, and without it re-reads
+    // /proc/cpuinfo on every operation.
     // SAFETY: set before any other thread is started.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    unsafe {
+        std::env::set_var("TRIAGE_THREADS", threads.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -11,7 +11,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
-use crate::llama::{Llama, LlamaConfig, Logits, log_softmax};
+use crate::llama::{Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
 
@@ -228,6 +228,18 @@ pub struct Engine {
 pub struct LoadOptions {
     /// Cap on the context window (default: what the model was trained for).
     pub max_context: Option<usize>,
+    /// Threads for inference (default: `TRIAGE_THREADS`, else every core).
+    pub threads: Option<usize>,
+}
+
+/// Threads to use when not told: `TRIAGE_THREADS`, else every core the
+/// process may run on.
+pub fn default_threads() -> usize {
+    std::env::var("TRIAGE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Engine {
@@ -244,7 +256,8 @@ impl Engine {
             message: format!("not a readable GGUF file: {e}"),
         })?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
-        let model = Llama::from_gguf(&content, &mut file, path, options.max_context)?;
+        let threads = options.threads.unwrap_or_else(default_threads);
+        let model = Llama::from_gguf(&content, &mut file, path, options.max_context, threads)?;
         let text_of = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
         let bos = text_of(tokenizer.bos.map(|(id, _)| id));
         let eos = text_of(
@@ -365,7 +378,7 @@ impl Engine {
                 context,
             });
         }
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, params.sampling());
+        let mut sampler = Sampler::new(params);
         let mut utf8 = Utf8Stream::default();
         let mut stops = StopMatcher::new(params.stop.clone());
         let mut history = prompt.clone();
@@ -374,22 +387,18 @@ impl Engine {
 
         self.model.clear_cache();
         let start = Instant::now();
-        let mut logits = self.model.forward(&prompt, Logits::Last)?.squeeze(0)?;
+        let mut logits = self.model.forward(&prompt, Logits::Last)?;
         let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
         let gen_start = Instant::now();
         let finish = loop {
-            let logprobs = log_softmax(&logits)?;
-            let penalised = if params.repetition_penalty != 1.0 {
+            let id = if params.repetition_penalty != 1.0 {
                 let window = history.len().saturating_sub(params.repetition_window);
-                candle_transformers::utils::apply_repeat_penalty(
-                    &logits,
-                    params.repetition_penalty,
-                    &history[window..],
-                )?
+                let mut penalised = logits.clone();
+                repeat_penalty(&mut penalised, params.repetition_penalty, &history[window..]);
+                sampler.sample(&penalised)?
             } else {
-                logits
+                sampler.sample(&logits)?
             };
-            let id = sampler.sample(&penalised)?;
             if !params.ignore_eos && self.tokenizer.eos_ids.contains(&id) {
                 break FinishReason::Eos;
             }
@@ -409,7 +418,7 @@ impl Engine {
             text.push_str(&released);
             let event = TokenEvent {
                 id,
-                logprob: logprobs[id as usize],
+                logprob: logits[id as usize] - log_sum_exp(&logits),
                 text: released,
             };
             let keep_going = on_event(GenerationEvent::Token(&event));
@@ -426,7 +435,7 @@ impl Engine {
             if self.model.cached_len() >= context {
                 break FinishReason::Context;
             }
-            logits = self.model.forward(&[id], Logits::Last)?.squeeze(0)?;
+            logits = self.model.forward(&[id], Logits::Last)?;
         };
         if finish != FinishReason::Stop {
             // Release what was held back as a possible stop sequence, and
@@ -504,16 +513,17 @@ impl Engine {
             });
         }
         self.model.clear_cache();
-        let first = log_softmax(&self.model.forward(&prompt, Logits::Last)?.squeeze(0)?)?;
+        let first = log_softmax(&self.model.forward(&prompt, Logits::Last)?);
         let mut scores = Vec::with_capacity(candidates.len());
         for (label, ids) in candidates.iter().zip(&encoded) {
             let mut logprob = first[ids[0] as usize];
             if ids.len() > 1 {
                 let logits = self.model.forward(&ids[..ids.len() - 1], Logits::All)?;
-                for (row, &next) in ids[1..].iter().enumerate() {
-                    logprob += log_softmax(&logits.get(row)?)?[next as usize];
+                let vocab = self.model.config().vocab_size;
+                for (row, &next) in logits.chunks_exact(vocab).zip(&ids[1..]) {
+                    logprob += log_softmax(row)[next as usize];
                 }
-                self.model.truncate_cache(prompt.len())?;
+                self.model.truncate_cache(prompt.len());
             }
             scores.push(LabelScore {
                 label: label.clone(),
@@ -534,14 +544,56 @@ impl Engine {
     /// and tools that need the distribution itself.
     pub fn next_token_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
         self.model.clear_cache();
-        let logits: Tensor = self.model.forward(tokens, Logits::Last)?.squeeze(0)?;
-        Ok(logits.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
+        self.model.forward(tokens, Logits::Last)
     }
 }
 
 /// Private-use characters around message placeholders in a rendered chat.
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
+
+/// Picks the next token: the most likely one (greedy), or a seeded sample.
+struct Sampler(Option<LogitsProcessor>);
+
+impl Sampler {
+    fn new(params: &GenerateParams) -> Sampler {
+        match params.sampling() {
+            Sampling::ArgMax => Sampler(None),
+            s => Sampler(Some(LogitsProcessor::from_sampling(params.seed, s))),
+        }
+    }
+
+    fn sample(&mut self, logits: &[f32]) -> Result<u32, Error> {
+        match &mut self.0 {
+            None => Ok(argmax(logits)),
+            Some(p) => Ok(p.sample(&Tensor::from_slice(logits, logits.len(), &Device::Cpu)?)?),
+        }
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Divides positive logits of the tokens in `recent` by `penalty` and
+/// multiplies negative ones, once per distinct token.
+fn repeat_penalty(logits: &mut [f32], penalty: f32, recent: &[u32]) {
+    let mut seen = std::collections::HashSet::new();
+    for &t in recent {
+        if seen.insert(t)
+            && let Some(l) = logits.get_mut(t as usize)
+        {
+            *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
 
 fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }

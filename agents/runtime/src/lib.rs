@@ -26,9 +26,9 @@ pub use embed::{EmbedHandle, Embedder, MAX_TOKENS as EMBED_MAX_TOKENS, cosine};
 pub use embed_cache::EmbeddingCache;
 pub use engine::{
     Engine, FinishReason, GenerateParams, Generation, GenerationEvent, GenerationStats, LabelScore,
-    LoadOptions, ModelInfo, Prompt, TokenEvent,
+    LoadOptions, ModelInfo, Prompt, TokenEvent, default_threads,
 };
 pub use error::Error;
-pub use llama::{Llama, LlamaConfig, Logits};
+pub use llama::{Chunk, KvCache, Llama, LlamaConfig, Logits};
 pub use stream::Utf8Stream;
 pub use tokenizer::Tokenizer;

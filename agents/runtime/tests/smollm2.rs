@@ -133,10 +133,10 @@ async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
             .with_engine(move |engine| {
                 let model = engine.model_mut();
                 model.clear_cache();
-                let mut logits = model.forward(&prompt, Logits::Last).unwrap().squeeze(0).unwrap();
+                let mut logits = model.forward(&prompt, Logits::Last).unwrap();
                 let mut ties = Vec::new();
                 for (i, &want) in reference.iter().enumerate() {
-                    let l = logits.to_vec1::<f32>().unwrap();
+                    let l = &logits;
                     let (top, top_logit) =
                         l.iter().enumerate().fold(
                             (0, f32::MIN),
@@ -145,7 +145,7 @@ async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
                     if top != want {
                         ties.push((i, top_logit - l[want as usize]));
                     }
-                    logits = model.forward(&[want], Logits::Last).unwrap().squeeze(0).unwrap();
+                    logits = model.forward(&[want], Logits::Last).unwrap();
                 }
                 (reference.len(), ties)
             })
@@ -501,6 +501,7 @@ async fn a_prompt_longer_than_the_context_is_a_clear_error() {
         &smollm2_path(),
         LoadOptions {
             max_context: Some(64),
+            ..Default::default()
         },
     )
     .unwrap();

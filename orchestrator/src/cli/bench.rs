@@ -128,7 +128,8 @@ async fn router(ctx: &triage::Context, args: RouterArgs) -> anyhow::Result<ExitC
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| triage::percentile(&latencies, q);
     let (p50, p95, p99) = (pick(0.5), pick(0.95), pick(0.99));
-    let threads = candle_core::utils::get_num_threads();
+    // `--threads` (global) reaches the runtime through TRIAGE_THREADS.
+    let threads = triage_runtime::default_threads();
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(
@@ -177,7 +178,8 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     if args.rounds == 0 || args.gen_tokens < 2 || args.prompt_tokens < 2 {
         anyhow::bail!("--rounds must be at least 1, --gen-tokens and --prompt-tokens at least 2");
     }
-    let threads = candle_core::utils::get_num_threads();
+    // `--threads` (global) reaches the runtime through TRIAGE_THREADS.
+    let threads = triage_runtime::default_threads();
     let llm_files = ctx.model_files(triage_models::SMOLLM2)?;
     let gguf = llm_files.main_file();
     let mini_files = ctx.model_files(triage_models::MINILM)?;
@@ -188,9 +190,18 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
 
     // Ours: the runtime's real generation path.
     let start = Instant::now();
-    let llm = LlmHandle::load(&gguf, LoadOptions::default())?;
+    let llm = LlmHandle::load(
+        &gguf,
+        LoadOptions {
+            threads: Some(threads),
+            ..Default::default()
+        },
+    )?;
     let load_ms = ms(start);
     let prompt = prompt_tokens(&llm, args.prompt_tokens).await?;
+    // Warm-up (untimed), as llama-bench does: first-touch page faults and
+    // caches are not what the figures are about.
+    llm.generate(Prompt::Tokens(prompt.clone()), fixed(2)).await?;
     let mut ours = Speeds::default();
     for _ in 0..args.rounds {
         let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(1)).await?;

@@ -56,6 +56,8 @@ fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
     mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -68,6 +70,8 @@ pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -80,6 +84,8 @@ pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     hsum(acc) + offsets
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -90,6 +96,8 @@ pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     hsum(acc)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -122,6 +130,8 @@ pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     hsum(acc) - offsets
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
@@ -149,6 +159,8 @@ pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// Dot product of f16 keys with f32 queries (attention scores); needs F16C too.
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_f16(k: &[half::f16], q: &[f32]) -> f32 {
     let n = k.len().min(q.len());
@@ -173,6 +185,8 @@ pub fn dot_f16(k: &[half::f16], q: &[f32]) -> f32 {
 }
 
 /// `y += a * v` for f16 `v` (attention's weighted sum of values); needs F16C too.
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn axpy_f16(y: &mut [f32], a: f32, v: &[half::f16]) {
     let n = y.len().min(v.len());

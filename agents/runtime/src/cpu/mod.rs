@@ -128,7 +128,7 @@ impl QMatrix {
     /// wrong size.
     pub fn new(ty: WeightType, rows: usize, cols: usize, data: Bytes) -> Result<QMatrix, String> {
         let (elems, bytes) = ty.block();
-        if cols % elems != 0 {
+        if !cols.is_multiple_of(elems) {
             return Err(format!(
                 "rows of {cols} values are not whole blocks of {elems} ({ty:?})"
             ));
@@ -192,7 +192,7 @@ impl Acts {
     pub fn quantize(&mut self, ty: ActType, x: &[f32], cols: usize) {
         let (elems, bytes) = ty.block();
         assert!(
-            cols % elems == 0,
+            cols.is_multiple_of(elems),
             "activation rows of {cols} are not whole blocks of {elems}"
         );
         let rows = x.len() / cols;
