@@ -169,12 +169,12 @@ struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// One attention-score row per thread.
+    scores: Vec<f32>,
     /// Activations quantized per format, indexed like [`act_slot`].
     acts: [Acts; 4],
     cos: Vec<f32>,
     sin: Vec<f32>,
-    /// One attention-score row per thread.
-    scores: Vec<f32>,
 }
 
 fn act_slot(t: ActType) -> usize {
@@ -507,14 +507,14 @@ impl Llama {
         resize(&mut s.o, n * d);
         resize(&mut s.gate, n * c.n_ff);
         resize(&mut s.up, n * c.n_ff);
-        let longest = rows.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
-        resize(&mut s.scores, self.pool.threads() * longest);
 
         // Token embeddings, and the rotary angles of each row's position.
         let tokens = chunks.iter().flat_map(|ch| ch.tokens.iter());
         for (row, &t) in s.x.chunks_exact_mut(d).zip(tokens) {
             self.embed.dequantize_row(t as usize, row);
         }
+        let longest = rows.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
+        resize(&mut s.scores, self.pool.threads() * longest);
         let half = hd / 2;
         resize(&mut s.cos, n * half);
         resize(&mut s.sin, n * half);
@@ -669,25 +669,18 @@ impl Llama {
                 for (dst, &x) in qh.iter_mut().zip(&q[r * d + head * hd..][..hd]) {
                     *dst = f16::from_f32(x).to_f32();
                 }
-                let sc = &mut sc[..=pos];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in sc.iter_mut().enumerate() {
-                    *s = (k.dot_f16)(&keys[j * kv_dim + kv_off..][..hd], &qh) * scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0.0;
-                for s in sc.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
                 // SAFETY: row r's head slot belongs to this item alone.
                 let y = unsafe { out.slice(r * d + head * hd, r * d + head * hd + hd) };
-                y.fill(0.0);
-                for (j, s) in sc.iter().enumerate() {
-                    // Probabilities rounded to f16, as llama.cpp's f16 path does.
-                    let p = f16::from_f32(s / sum).to_f32();
-                    (k.axpy_f16)(y, p, &values[j * kv_dim + kv_off..][..hd]);
-                }
+                (k.attend)(
+                    &qh,
+                    &keys[kv_off..],
+                    &values[kv_off..],
+                    kv_dim,
+                    pos + 1,
+                    scale,
+                    sc,
+                    y,
+                );
             }
         });
     }

@@ -110,11 +110,10 @@ async fn chat_template_from_the_gguf_renders_the_reference_prompts() {
 
 /// Largest logit gap between our top token and llama.cpp's choice that
 /// counts as a near-tie. Both runtimes multiply 4-bit weights by 8-bit
-/// quantized activations, but sum in a different order and use different
-/// attention kernels (llama.cpp's CPU flash attention accumulates in f16),
-/// so logits differ by a few hundredths to tenths. On the reference
-/// prompts 4 of 158 teacher-forced positions differ, with gaps of 0.04 to
-/// 0.17 (top logits are around 28).
+/// quantized activations and round attention the same way, but sum in a
+/// different order, so logits differ by hundredths. On the reference
+/// prompts 1 of 158 teacher-forced positions differs, with a gap of 0.11
+/// (top logits are around 28); with candle's kernels it was 4 of 158.
 const NEAR_TIE: f32 = 0.25;
 
 /// Teacher-forced along llama.cpp's tokens: at every one of the 32
@@ -175,8 +174,7 @@ async fn every_reference_token_is_our_top_choice_or_a_near_tie() {
 /// all) against llama.cpp's first 16 tokens. Where a near-tie (see above)
 /// falls inside the first 16, the two runtimes may legitimately part ways
 /// there; the prefix before it must still match exactly. On the reference
-/// prompts 5 of 6 match all 16 tokens and the sixth parts at a near-tie
-/// at position 5.
+/// prompts all 6 match all 16 tokens.
 #[tokio::test]
 async fn greedy_output_matches_llama_cpp_for_the_first_16_tokens() {
     let llm = model();

@@ -205,3 +205,148 @@ pub fn axpy_f16(y: &mut [f32], a: f32, v: &[half::f16]) {
         y[j] += a * v[j].to_f32();
     }
 }
+
+/// One Q4_1 weight row against four activation rows: each weight block is
+/// unpacked once for all four (prompt processing and batched decoding).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for (i, x) in x.iter().enumerate() {
+        let qx = nibbles(&x.qs);
+        let (dx, mx) = (x.d.to_f32(), x.m.to_f32());
+        for j in 0..4 {
+            let y = &y[j][i];
+            let d = _mm256_set1_ps(dx * y.d.to_f32());
+            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(qx, load32(&y.qs)), acc[j]);
+            offsets[j] += mx * y.s.to_f32();
+        }
+    }
+    std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
+}
+
+/// One Q4_0 weight row against four activation rows.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let eight = _mm256_set1_epi8(8);
+    for (i, x) in x.iter().enumerate() {
+        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+        // |x| once; each activation takes x's signs.
+        let ax = _mm256_sign_epi8(qx, qx);
+        let dx = x.d.to_f32();
+        for j in 0..4 {
+            let y = &y[j][i];
+            let d = _mm256_set1_ps(dx * y.d.to_f32());
+            let sy = _mm256_sign_epi8(load32(&y.qs), qx);
+            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), acc[j]);
+        }
+    }
+    std::array::from_fn(|j| hsum(acc[j]))
+}
+
+/// One Q8_0 weight row against four activation rows.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in x.iter().enumerate() {
+        let qx = load32(&x.qs);
+        let ax = _mm256_sign_epi8(qx, qx);
+        let dx = x.d.to_f32();
+        for j in 0..4 {
+            let y = &y[j][i];
+            let d = _mm256_set1_ps(dx * y.d.to_f32());
+            let sy = _mm256_sign_epi8(load32(&y.qs), qx);
+            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), acc[j]);
+        }
+    }
+    std::array::from_fn(|j| hsum(acc[j]))
+}
+
+/// One query head's attention over `n` cached positions, with llama.cpp's
+/// roundings (see [`super::attend`]). Position `j`'s key and value start
+/// at `j * stride`; `scores` holds at least `n` values. The head size must
+/// be a multiple of 32 and at most 256.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(hd.is_multiple_of(32) && hd <= 256 && out.len() == hd && scores.len() >= n);
+    assert!(n == 0 || (n - 1) * stride + hd <= keys.len().min(values.len()));
+    let regs = hd / 8;
+    let (kp, vp, qp) = (keys.as_ptr(), values.as_ptr(), q.as_ptr());
+    let mut qv = [_mm256_setzero_ps(); 32];
+    for (r, v) in qv.iter_mut().enumerate().take(regs) {
+        // SAFETY: 8r + 8 <= hd = q.len().
+        *v = unsafe { _mm256_loadu_ps(qp.add(8 * r)) };
+    }
+    let scores = &mut scores[..n];
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        let base = j * stride;
+        let mut lanes = [_mm256_setzero_ps(); 4];
+        for r in 0..regs {
+            // SAFETY: base + 8r + 8 <= base + hd <= keys.len().
+            let k = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(kp.add(base + 8 * r).cast())) };
+            lanes[r % 4] = _mm256_fmadd_ps(k, qv[r], lanes[r % 4]);
+        }
+        *s = hsum_pairwise(_mm256_add_ps(
+            _mm256_add_ps(lanes[0], lanes[2]),
+            _mm256_add_ps(lanes[1], lanes[3]),
+        )) * scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0.0f64;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for s in scores.iter_mut() {
+        *s = half::f16::from_f32(*s * inv).to_f32();
+    }
+    let mut acc = [_mm256_setzero_ps(); 32];
+    for (j, &p) in scores.iter().enumerate() {
+        let base = j * stride;
+        let w = _mm256_set1_ps(p);
+        for (r, a) in acc.iter_mut().enumerate().take(regs) {
+            // SAFETY: base + 8r + 8 <= base + hd <= values.len().
+            let v = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(vp.add(base + 8 * r).cast())) };
+            *a = _mm256_fmadd_ps(w, v, *a);
+        }
+    }
+    for (r, a) in acc.iter().enumerate().take(regs) {
+        // SAFETY: 8r + 8 <= hd = out.len().
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *a) };
+    }
+}
+
+/// Horizontal sum in ggml's order: the two halves added, then pairwise.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum_pairwise(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_hadd_ps(s, s);
+    _mm_cvtss_f32(_mm_hadd_ps(s, s))
+}

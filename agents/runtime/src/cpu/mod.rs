@@ -228,10 +228,58 @@ pub struct Kernels {
     pub q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
     pub q4k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
     pub f32: fn(&[f32], &[f32]) -> f32,
+    /// One weight row against four activation rows (the same sums as four
+    /// single dot products, with each weight block unpacked once).
+    pub q4_0x4: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
+    pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     /// Attention: f16 keys · f32 query.
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     /// Attention: `y += a * v` for f16 values.
     pub axpy_f16: fn(&mut [f32], f32, &[f16]),
+    /// One head's attention over a cache (see [`attend`]).
+    pub attend: Attend,
+}
+
+/// `attend(q, keys, values, stride, n, scale, scores, out)`.
+pub type Attend = fn(&[f32], &[f16], &[f16], usize, usize, f32, &mut [f32], &mut [f32]);
+
+/// One query head's attention over `n` cached positions, with the
+/// roundings of llama.cpp's attention (without flash attention, which is
+/// what the reference outputs were made with): scores of the query
+/// (already rounded to f16) against the f16 keys times `scale`, a softmax
+/// summed in f64, probabilities rounded to f16, and their weighted sum of
+/// the f16 values. Position `j`'s key and value start at `j * stride`;
+/// `scores` is scratch for at least `n` values.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let scores = &mut scores[..n];
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot_f16(&keys[j * stride..][..hd], q) * scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0.0f64;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    out.fill(0.0);
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = f16::from_f32(*s * inv).to_f32();
+        axpy_f16(out, *s, &values[j * stride..][..hd]);
+    }
 }
 
 impl Kernels {
@@ -244,8 +292,12 @@ impl Kernels {
         q8_0: quant::dot_q8_0,
         q4k: quant::dot_q4k,
         f32: quant::dot_f32,
+        q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
+        q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
+        q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
         dot_f16,
         axpy_f16,
+        attend,
     };
 
     /// The fastest kernels this CPU runs. `TRIAGE_KERNELS=portable`
@@ -283,11 +335,37 @@ impl Kernels {
         fn f32(x: &[f32], y: &[f32]) -> f32 {
             unsafe { avx2::dot_f32(x, y) }
         }
+        fn q4_0x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q4_0_x4(x, y) }
+        }
+        fn q4_1x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q4_1_x4(x, y) }
+        }
+        fn q8_0x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q8_0_x4(x, y) }
+        }
         fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
             unsafe { avx2::dot_f16(k, q) }
         }
         fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
             unsafe { avx2::axpy_f16(y, a, v) }
+        }
+        #[allow(clippy::too_many_arguments)]
+        fn attend_avx2(
+            q: &[f32],
+            k: &[f16],
+            v: &[f16],
+            stride: usize,
+            n: usize,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            if q.len().is_multiple_of(32) && q.len() <= 256 {
+                unsafe { avx2::attend(q, k, v, stride, n, scale, scores, out) }
+            } else {
+                attend(q, k, v, stride, n, scale, scores, out)
+            }
         }
         Some(Kernels {
             name: "avx2",
@@ -296,8 +374,12 @@ impl Kernels {
             q8_0,
             q4k,
             f32,
+            q4_0x4,
+            q4_1x4,
+            q8_0x4,
             dot_f16,
             axpy_f16,
+            attend: attend_avx2,
         })
     }
 
@@ -352,13 +434,15 @@ pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
 /// Rows `[lo, hi)` of one product.
 fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, hi: usize) {
     match w.ty {
-        WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0),
-        WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1),
-        WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0),
-        WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k),
-        WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32),
+        WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0, Some(k.q4_0x4)),
+        WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1, Some(k.q4_1x4)),
+        WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
+        WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
+        WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
 }
+
+type Dot4<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 
 fn tiles<W: Pod, A: Pod>(
     w: &QMatrix,
@@ -367,15 +451,31 @@ fn tiles<W: Pod, A: Pod>(
     lo: usize,
     hi: usize,
     dot: fn(&[W], &[A]) -> f32,
+    dot4: Option<Dot4<W, A>>,
 ) {
     let mut tile = lo;
     while tile < hi {
         let tile_end = (tile + TILE_ROWS).min(hi);
-        for t in 0..acts.rows {
+        let mut t = 0;
+        // Four activation rows at a time where the format has a kernel for it.
+        if let Some(dot4) = dot4 {
+            while t + 4 <= acts.rows {
+                let a = std::array::from_fn(|j| acts.row::<A>(t + j));
+                for r in tile..tile_end {
+                    let sums = dot4(w.row::<W>(r), a);
+                    for (j, v) in sums.into_iter().enumerate() {
+                        // SAFETY: this thread alone owns rows [lo, hi) of
+                        // every activation row's output during this step.
+                        unsafe { out.write((t + j) * w.rows + r, v) };
+                    }
+                }
+                t += 4;
+            }
+        }
+        for t in t..acts.rows {
             let a = acts.row::<A>(t);
             for r in tile..tile_end {
-                // SAFETY: this thread alone owns rows [lo, hi) of every
-                // activation row's output during this step.
+                // SAFETY: as above.
                 unsafe { out.write(t * w.rows + r, dot(w.row::<W>(r), a)) };
             }
         }

@@ -157,6 +157,40 @@ fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     }
 }
 
+/// The four-row kernels give exactly what the same set's single kernel
+/// gives (same sums in the same order), on `a` and three rows of other fills.
+fn check_x4<W, A: Pod + Zeroable>(
+    rng: &mut Rng,
+    w: &[W],
+    a: &[A],
+    single: fn(&Kernels) -> fn(&[W], &[A]) -> f32,
+    four: fn(&Kernels) -> fn(&[W], [&[A]; 4]) -> [f32; 4],
+    quantize: fn(&[f32], &mut [A]),
+    what: &str,
+) {
+    let n = a.len();
+    let others: Vec<Vec<A>> = FILLS
+        .iter()
+        .map(|&f| {
+            let mut b = vec![A::zeroed(); n];
+            quantize(&activations(rng, n * QK, f), &mut b);
+            b
+        })
+        .collect();
+    let rows: [&[A]; 4] = [a, &others[0], &others[1], &others[2]];
+    for k in kernel_sets() {
+        let got = four(&k)(w, rows);
+        for (j, row) in rows.iter().enumerate() {
+            assert_eq!(
+                got[j],
+                single(&k)(w, row),
+                "{} {what} x4, row {j} of {n} blocks",
+                k.name
+            );
+        }
+    }
+}
+
 #[test]
 fn q4_0_kernels_match_the_reference() {
     cases(|rng, wf, af, n| {
@@ -182,6 +216,7 @@ fn q4_0_kernels_match_the_reference() {
                 &format!("{} q4_0 {wf:?}/{af:?}/{n}", k.name),
             );
         }
+        check_x4(rng, &w, &a, |k| k.q4_0, |k| k.q4_0x4, quantize_q8_0, "q4_0");
     });
 }
 
@@ -223,6 +258,7 @@ fn q4_1_kernels_match_the_reference() {
                 &format!("{} q4_1 {wf:?}/{af:?}/{n}", k.name),
             );
         }
+        check_x4(rng, &w, &a, |k| k.q4_1, |k| k.q4_1x4, quantize_q8_1, "q4_1");
     });
 }
 
@@ -251,6 +287,7 @@ fn q8_0_kernels_match_the_reference() {
                 &format!("{} q8_0 {wf:?}/{af:?}/{n}", k.name),
             );
         }
+        check_x4(rng, &w, &a, |k| k.q8_0, |k| k.q8_0x4, quantize_q8_0, "q8_0");
     });
 }
 
@@ -330,6 +367,63 @@ fn f16_attention_kernels_match_the_reference_at_every_length() {
             (ks.axpy_f16)(&mut y, 0.37, &k);
             for (a, b) in y.iter().zip(&want_y) {
                 assert_close(*a, *b, b.abs() + 1.0, &format!("{} axpy_f16 {n}", ks.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_kernels_match_the_reference() {
+    let mut rng = Rng(9);
+    for (hd, n, stride) in [
+        (64, 1, 192),
+        (64, 7, 192),
+        (64, 200, 192),
+        (32, 3, 32),
+        (96, 5, 96),
+        (128, 33, 256),
+        (40, 4, 40),
+    ] {
+        let len = (n - 1) * stride + hd;
+        let keys: Vec<f16> = (0..len).map(|_| rng.f16(2.0)).collect();
+        let values: Vec<f16> = (0..len).map(|_| rng.f16(2.0)).collect();
+        let q: Vec<f32> = rng
+            .values(hd, 1.0)
+            .iter()
+            .map(|&v| f16::from_f32(v).to_f32())
+            .collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        // Plain softmax attention in f32, for the meaning.
+        let scores: Vec<f32> = (0..n)
+            .map(|j| {
+                let k: Vec<f32> = keys[j * stride..][..hd].iter().map(|v| v.to_f32()).collect();
+                dot_f32(&k, &q) * scale
+            })
+            .collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let total: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+        let exact: Vec<f32> = (0..hd)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (scores[j] - max).exp() / total * values[j * stride + i].to_f32())
+                    .sum()
+            })
+            .collect();
+        let mut want = vec![0.0; hd];
+        attend(&q, &keys, &values, stride, n, scale, &mut vec![0.0; n], &mut want);
+        for (a, b) in want.iter().zip(&exact) {
+            // Probabilities rounded to f16: within a few thousandths.
+            assert!((a - b).abs() < 1e-2, "reference attend hd {hd} n {n}: {a} vs {b}");
+        }
+        for k in kernel_sets() {
+            let mut got = vec![7.0; hd];
+            (k.attend)(&q, &keys, &values, stride, n, scale, &mut vec![0.0; n], &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{} attend hd {hd} n {n}: {a} vs {b}",
+                    k.name
+                );
             }
         }
     }
