@@ -442,7 +442,10 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
     }
 }
 
-type Dot4<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
+/// A dot product of one weight row with one activation row.
+pub type Dot<W, A> = fn(&[W], &[A]) -> f32;
+/// One weight row against four activation rows.
+pub type Dot4<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 
 fn tiles<W: Pod, A: Pod>(
     w: &QMatrix,

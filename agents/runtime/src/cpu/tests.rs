@@ -163,8 +163,8 @@ fn check_x4<W, A: Pod + Zeroable>(
     rng: &mut Rng,
     w: &[W],
     a: &[A],
-    single: fn(&Kernels) -> fn(&[W], &[A]) -> f32,
-    four: fn(&Kernels) -> fn(&[W], [&[A]; 4]) -> [f32; 4],
+    single: fn(&Kernels) -> Dot<W, A>,
+    four: fn(&Kernels) -> Dot4<W, A>,
     quantize: fn(&[f32], &mut [A]),
     what: &str,
 ) {
