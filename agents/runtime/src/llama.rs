@@ -22,7 +22,7 @@ use candle_core::quantized::gguf_file;
 use half::f16;
 
 use crate::Error;
-use crate::cpu::pool::{Pool, SharedMut, share};
+use crate::cpu::pool::{Pool, SharedMut};
 use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
@@ -650,16 +650,20 @@ impl Llama {
         let n_rep = c.n_head / c.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
         let items = rows.len() * c.n_head;
-        let threads = self.pool.threads();
         let out = SharedMut::new(out);
         let scores = SharedMut::new(scores);
         let k = &self.kernels;
+        // Items (row, head) are taken one at a time as threads finish.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         self.pool.run(&|t| {
-            let (lo, hi) = share(items, t, threads, 1);
             // SAFETY: each thread has its own score row.
             let sc = unsafe { scores.slice(t * longest, (t + 1) * longest) };
             let mut qh = vec![0.0f32; hd];
-            for item in lo..hi {
+            loop {
+                let item = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if item >= items {
+                    break;
+                }
                 let (r, head) = (item / c.n_head, item % c.n_head);
                 let (chunk, pos) = rows[r];
                 let cache = caches[chunk];

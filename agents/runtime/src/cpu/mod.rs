@@ -16,7 +16,9 @@ use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use pool::{Pool, SharedMut, share};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pool::{Pool, SharedMut};
 use quant::{BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
 
 /// Storage format of a weight matrix.
@@ -397,12 +399,15 @@ pub struct Product<'a> {
     pub out: &'a mut [f32],
 }
 
+/// Weight rows a thread takes at a time in a [`matmul`].
+const CHUNK_ROWS: usize = 64;
+
 /// Weight rows handled per tile: a tile's rows stay in L1 while every
 /// activation row passes over them.
 const TILE_ROWS: usize = 16;
 
-/// Runs several products in one parallel step; the threads split their
-/// rows between them (fusing, say, the query, key and value projections).
+/// Runs several products in one parallel step; the threads share out
+/// their rows (fusing, say, the query, key and value projections).
 pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
     for p in products.iter() {
         assert_eq!(
@@ -417,16 +422,25 @@ pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
         .iter_mut()
         .map(|p| (p.w, p.acts, SharedMut::new(p.out)))
         .collect();
-    let threads = pool.threads();
-    pool.run(&|i| {
-        let (start, end) = share(total, i, threads, TILE_ROWS);
-        let mut offset = 0;
-        for (w, acts, out) in &jobs {
-            let (lo, hi) = (start.max(offset), end.min(offset + w.rows));
-            if lo < hi {
-                rows(k, w, acts, out, lo - offset, hi - offset);
+    // Threads take chunks of rows as they finish the last one, so a thread
+    // slowed by the other's memory traffic (or by another process) does
+    // not hold the step up.
+    let next = AtomicUsize::new(0);
+    pool.run(&|_| {
+        loop {
+            let start = next.fetch_add(CHUNK_ROWS, Ordering::Relaxed);
+            if start >= total {
+                break;
             }
-            offset += w.rows;
+            let end = (start + CHUNK_ROWS).min(total);
+            let mut offset = 0;
+            for (w, acts, out) in &jobs {
+                let (lo, hi) = (start.max(offset), end.min(offset + w.rows));
+                if lo < hi {
+                    rows(k, w, acts, out, lo - offset, hi - offset);
+                }
+                offset += w.rows;
+            }
         }
     });
 }
@@ -453,7 +467,7 @@ fn tiles<W: Pod, A: Pod>(
     out: &SharedMut<f32>,
     lo: usize,
     hi: usize,
-    dot: fn(&[W], &[A]) -> f32,
+    dot: Dot<W, A>,
     dot4: Option<Dot4<W, A>>,
 ) {
     let mut tile = lo;
