@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::llama::{Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
+use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
 
@@ -164,6 +165,9 @@ pub enum GenerationEvent<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    #[serde(default)]
+    pub cached_prompt_tokens: usize,
     pub generated_tokens: usize,
     /// Time to process the prompt (and produce the first logits).
     pub prompt_ms: f64,
@@ -218,6 +222,7 @@ pub struct ModelInfo {
 #[derive(Debug)]
 pub struct Engine {
     model: Llama,
+    prefixes: PrefixCache,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     info: ModelInfo,
@@ -291,6 +296,7 @@ impl Engine {
         tracing::info!(model = %info.name, load_ms = info.load_ms, "model loaded");
         Ok(Engine {
             model,
+            prefixes: PrefixCache::default(),
             tokenizer,
             template,
             info,
@@ -305,6 +311,28 @@ impl Engine {
     /// the KV cache directly (tests, benchmarks).
     pub fn model_mut(&mut self) -> &mut Llama {
         &mut self.model
+    }
+
+    /// The prompts kept for prefix reuse.
+    pub fn prefix_cache(&self) -> &PrefixCache {
+        &self.prefixes
+    }
+
+    /// Forgets every cached prefix, and the model's KV cache (the next
+    /// prompt is computed in full: cold-start measurements).
+    pub fn clear_prefix_cache(&mut self) {
+        self.prefixes.clear();
+        self.model.clear_cache();
+    }
+
+    /// Runs `prompt` on the default sequence, reusing the longest cached
+    /// prefix, and remembers it for later requests. Returns the number of
+    /// tokens reused and the last position's logits.
+    fn prefill(&mut self, prompt: &[u32]) -> Result<(usize, Vec<f32>), Error> {
+        let cached = self.prefixes.restore(self.model.cache_mut(), prompt);
+        let logits = self.model.forward(&prompt[cached..], Logits::Last)?;
+        self.prefixes.store(self.model.cache(), prompt.len());
+        Ok((cached, logits))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -385,9 +413,8 @@ impl Engine {
         let mut tokens = Vec::new();
         let mut text = String::new();
 
-        self.model.clear_cache();
         let start = Instant::now();
-        let mut logits = self.model.forward(&prompt, Logits::Last)?;
+        let (cached, mut logits) = self.prefill(&prompt)?;
         let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
         let gen_start = Instant::now();
         let finish = loop {
@@ -457,10 +484,11 @@ impl Engine {
         let n = tokens.len();
         let stats = GenerationStats {
             prompt_tokens: prompt.len(),
+            cached_prompt_tokens: cached,
             generated_tokens: n,
             prompt_ms,
             generation_ms,
-            prompt_tokens_per_s: per_second(prompt.len(), prompt_ms),
+            prompt_tokens_per_s: per_second(prompt.len() - cached, prompt_ms),
             // The first token comes from the prompt pass; each later one, and
             // the end-of-sequence token when there is one, costs a forward.
             generation_tokens_per_s: per_second(
@@ -512,8 +540,7 @@ impl Engine {
                 context,
             });
         }
-        self.model.clear_cache();
-        let first = log_softmax(&self.model.forward(&prompt, Logits::Last)?);
+        let first = log_softmax(&self.prefill(&prompt)?.1);
         let mut scores = Vec::with_capacity(candidates.len());
         for (label, ids) in candidates.iter().zip(&encoded) {
             let mut logprob = first[ids[0] as usize];

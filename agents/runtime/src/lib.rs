@@ -17,6 +17,7 @@ mod embed_cache;
 mod engine;
 mod error;
 mod llama;
+mod prefix;
 mod stream;
 mod tokenizer;
 
@@ -30,5 +31,6 @@ pub use engine::{
 };
 pub use error::Error;
 pub use llama::{Chunk, KvCache, Llama, LlamaConfig, Logits};
+pub use prefix::PrefixCache;
 pub use stream::Utf8Stream;
 pub use tokenizer::Tokenizer;

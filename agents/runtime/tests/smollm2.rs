@@ -634,3 +634,47 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A request after another with the same system prompt reuses that
+/// prompt's keys and values, and gives exactly what it gives computed in
+/// full: the same tokens with the same log-probabilities.
+#[tokio::test]
+async fn a_cached_system_prompt_changes_nothing_but_the_work() {
+    let llm = model();
+    let system = "You are a careful legal assistant. Answer in one short sentence.";
+    let first = Prompt::chat(Some(system), "What is a non-compete clause?");
+    let second = Prompt::chat(Some(system), "What does governing law mean in a contract?");
+    let params = GenerateParams {
+        max_tokens: 12,
+        ..Default::default()
+    };
+    llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
+    let cold_first = llm.generate(first.clone(), params.clone()).await.unwrap();
+    assert_eq!(cold_first.stats.cached_prompt_tokens, 0);
+    let warm = llm.generate(second.clone(), params.clone()).await.unwrap();
+    // Everything the two prompts share (the system turn and more) is reused.
+    let (a, b) = (
+        llm.tokenize(first.clone()).await.unwrap(),
+        llm.tokenize(second.clone()).await.unwrap(),
+    );
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    assert!(
+        shared > 15,
+        "the prompts share their system turn ({shared} tokens)"
+    );
+    assert_eq!(warm.stats.cached_prompt_tokens, shared);
+    llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
+    let cold = llm.generate(second.clone(), params.clone()).await.unwrap();
+    assert_eq!(cold.stats.cached_prompt_tokens, 0);
+    assert_eq!(warm.tokens, cold.tokens, "same tokens, same log-probabilities");
+    // The very same prompt again: all but its last token come from the cache.
+    let again = llm.generate(second, params).await.unwrap();
+    assert_eq!(again.stats.cached_prompt_tokens, again.stats.prompt_tokens - 1);
+    assert_eq!(again.tokens, cold.tokens);
+    // Label scoring shares the cache too, and agrees with a cold run.
+    let labels = vec!["yes".to_string(), "no".to_string()];
+    let warm_scores = llm.score(first.clone(), labels.clone()).await.unwrap();
+    llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
+    let cold_scores = llm.score(first, labels).await.unwrap();
+    assert_eq!(warm_scores, cold_scores);
+}

@@ -203,19 +203,25 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     // caches are not what the figures are about.
     llm.generate(Prompt::Tokens(prompt.clone()), fixed(2)).await?;
     let mut ours = Speeds::default();
+    // Every measurement starts cold: no prompt comes from the prefix cache.
+    let cold = || llm.with_engine(|e| e.clear_prefix_cache());
     for _ in 0..args.rounds {
+        cold().await?;
         let g = llm.generate(Prompt::Tokens(prompt.clone()), fixed(1)).await?;
         ours.prompt.push(g.stats.prompt_tokens_per_s);
+        cold().await?;
         let g = llm
             .generate(Prompt::Tokens(vec![1]), fixed(args.gen_tokens))
             .await?;
         ours.gen0.push(g.stats.generation_tokens_per_s);
+        cold().await?;
         let g = llm
             .generate(Prompt::Tokens(prompt.clone()), fixed(args.gen_tokens))
             .await?;
         ours.gen_depth.push(g.stats.generation_tokens_per_s);
     }
     let peak_rss_mb = peak_rss_mb();
+    let ttft = time_to_first_token(ctx, &llm, args.rounds).await?;
     drop(llm);
 
     // candle as it comes, on the same file and tokens.
@@ -280,6 +286,14 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
             "generation_tokens_per_s_depth0": g0,
             "generation_tokens_per_s_depth_prompt": gd,
             "peak_rss_mb": peak_rss_mb,
+            "ttft": {
+                "agent": ttft.agent,
+                "prompt_tokens": ttft.prompt_tokens,
+                "cached_prompt_tokens": ttft.cached_tokens,
+                "cold_ms": ttft.cold_ms,
+                "cached_ms": ttft.cached_ms,
+                "ratio": ttft.cached_ms / ttft.cold_ms,
+            },
             "minilm_single_ms": minilm_ms,
             "minilm_batch32_sentences_per_s": minilm_rate,
             "candle_stock": baseline,
@@ -326,6 +340,24 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
         "peak RSS (generation model)".into(),
         format!("{peak_rss_mb:.0} MB"),
     ]);
+    rows.push(vec![
+        format!(
+            "first token, {} request, cold ({} tokens)",
+            ttft.agent, ttft.prompt_tokens
+        ),
+        format!("{:.1} ms", ttft.cold_ms),
+    ]);
+    rows.push(vec![
+        format!(
+            "first token, system prompt cached ({} reused)",
+            ttft.cached_tokens
+        ),
+        format!(
+            "{:.1} ms ({:.2}x cold)",
+            ttft.cached_ms,
+            ttft.cached_ms / ttft.cold_ms
+        ),
+    ]);
     rows.push(vec!["MiniLM, one sentence".into(), format!("{minilm_ms:.1} ms")]);
     rows.push(vec![
         "MiniLM, batch of 32".into(),
@@ -345,6 +377,51 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
         "ratio: triage over candle stock (above 1 is faster; for load time, below 1 is slower)"
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Time to first token of a specialist request (its system prompt and a
+/// short question), computed in full and with the system prompt's keys
+/// and values from the prefix cache: medians in ms.
+#[derive(Debug)]
+struct Ttft {
+    agent: String,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    cold_ms: f64,
+    cached_ms: f64,
+}
+
+async fn time_to_first_token(ctx: &triage::Context, llm: &LlmHandle, rounds: usize) -> anyhow::Result<Ttft> {
+    let specs = ctx.specs(None)?;
+    let spec = specs
+        .iter()
+        .find(|s| s.name == "legal")
+        .or(specs.first())
+        .context("no specialist specs to take a system prompt from")?;
+    let questions = [
+        "Can the supplier terminate this agreement for convenience, and with how much notice?",
+        "Which law governs the contract, and where are disputes resolved?",
+    ];
+    let request = |q: &str| Prompt::chat(Some(&spec.system_prompt), q);
+    let (mut cold, mut cached) = (Vec::new(), Vec::new());
+    let (mut prompt_tokens, mut cached_tokens) = (0, 0);
+    for _ in 0..rounds {
+        llm.with_engine(|e| e.clear_prefix_cache()).await?;
+        let g = llm.generate(request(questions[0]), fixed(1)).await?;
+        cold.push(g.stats.prompt_ms);
+        // Another question after the same system prompt: only its own tokens run.
+        let g = llm.generate(request(questions[1]), fixed(1)).await?;
+        cached.push(g.stats.prompt_ms);
+        prompt_tokens = g.stats.prompt_tokens;
+        cached_tokens = g.stats.cached_prompt_tokens;
+    }
+    Ok(Ttft {
+        agent: spec.name.clone(),
+        prompt_tokens,
+        cached_tokens,
+        cold_ms: median(&cold),
+        cached_ms: median(&cached),
+    })
 }
 
 #[derive(Debug, Default)]
