@@ -58,7 +58,8 @@ impl PrefixCache {
     /// Remembers the first `len` tokens of `cache` (a prompt just run),
     /// unless an entry already holds them.
     pub fn store(&mut self, cache: &KvCache, len: usize) {
-        if len < MIN_REUSE {
+        // Too short to be worth a copy, or too large to keep.
+        if len < MIN_REUSE || cache.bytes() / cache.len().max(1) * len > BUDGET {
             return;
         }
         let tokens = &cache.tokens()[..len.min(cache.len())];

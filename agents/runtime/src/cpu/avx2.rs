@@ -158,54 +158,6 @@ pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     total
 }
 
-/// Dot product of f16 keys with f32 queries (attention scores); needs F16C too.
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_f16(k: &[half::f16], q: &[f32]) -> f32 {
-    let n = k.len().min(q.len());
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n, inside both slices.
-        let (vk, vq) = unsafe {
-            (
-                _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast())),
-                _mm256_loadu_ps(q.as_ptr().add(i)),
-            )
-        };
-        acc = _mm256_fmadd_ps(vk, vq, acc);
-        i += 8;
-    }
-    let mut total = hsum(acc);
-    for j in i..n {
-        total += k[j].to_f32() * q[j];
-    }
-    total
-}
-
-/// `y += a * v` for f16 `v` (attention's weighted sum of values); needs F16C too.
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn axpy_f16(y: &mut [f32], a: f32, v: &[half::f16]) {
-    let n = y.len().min(v.len());
-    let va = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n, inside both slices.
-        unsafe {
-            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
-            let p = y.as_mut_ptr().add(i);
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(va, vv, _mm256_loadu_ps(p)));
-        }
-        i += 8;
-    }
-    for j in i..n {
-        y[j] += a * v[j].to_f32();
-    }
-}
-
 /// One Q4_1 weight row against four activation rows: each weight block is
 /// unpacked once for all four (prompt processing and batched decoding).
 ///

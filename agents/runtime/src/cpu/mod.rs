@@ -235,10 +235,6 @@ pub struct Kernels {
     pub q4_0x4: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
-    /// Attention: f16 keys · f32 query.
-    pub dot_f16: fn(&[f16], &[f32]) -> f32,
-    /// Attention: `y += a * v` for f16 values.
-    pub axpy_f16: fn(&mut [f32], f32, &[f16]),
     /// One head's attention over a cache (see [`attend`]).
     pub attend: Attend,
 }
@@ -297,8 +293,6 @@ impl Kernels {
         q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
-        dot_f16,
-        axpy_f16,
         attend,
     };
 
@@ -346,12 +340,6 @@ impl Kernels {
         fn q8_0x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
             unsafe { avx2::dot_q8_0_x4(x, y) }
         }
-        fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
-            unsafe { avx2::dot_f16(k, q) }
-        }
-        fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
-            unsafe { avx2::axpy_f16(y, a, v) }
-        }
         #[allow(clippy::too_many_arguments)]
         fn attend_avx2(
             q: &[f32],
@@ -379,8 +367,6 @@ impl Kernels {
             q4_0x4,
             q4_1x4,
             q8_0x4,
-            dot_f16,
-            axpy_f16,
             attend: attend_avx2,
         })
     }
@@ -501,12 +487,12 @@ fn tiles<W: Pod, A: Pod>(
 }
 
 /// Dot product of f16 values with f32 values (attention scores).
-pub fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
     k.iter().zip(q).map(|(a, b)| a.to_f32() * b).sum()
 }
 
 /// `y += a * v` for f16 `v` (attention's weighted sum of values).
-pub fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
+fn axpy_f16(y: &mut [f32], a: f32, v: &[f16]) {
     for (y, v) in y.iter_mut().zip(v) {
         *y += a * v.to_f32();
     }

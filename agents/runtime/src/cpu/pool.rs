@@ -178,15 +178,6 @@ impl Drop for Pool {
     }
 }
 
-/// The share `[start, end)` of `0..n` for thread `i` of `threads`, in
-/// multiples of `align` (the last share takes the rest).
-pub fn share(n: usize, i: usize, threads: usize, align: usize) -> (usize, usize) {
-    let units = n.div_ceil(align);
-    let start = (units * i / threads * align).min(n);
-    let end = (units * (i + 1) / threads * align).min(n);
-    (start, end)
-}
-
 /// A pointer that threads may share to write disjoint parts of one buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct SharedMut<T>(*mut T, usize);
@@ -265,21 +256,5 @@ mod tests {
             hits.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(hits.load(Ordering::SeqCst), 2);
-    }
-
-    #[test]
-    fn shares_cover_the_range_without_overlap() {
-        for n in [0, 1, 7, 64, 100, 576, 49152] {
-            for threads in 1..5 {
-                let mut next = 0;
-                for i in 0..threads {
-                    let (s, e) = share(n, i, threads, 4);
-                    assert_eq!(s, next);
-                    assert!(e >= s);
-                    next = e;
-                }
-                assert_eq!(next, n);
-            }
-        }
     }
 }
