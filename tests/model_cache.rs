@@ -42,7 +42,7 @@ async fn a_corrupted_or_truncated_model_is_refetched_not_loaded() {
     let llm = LlmHandle::load(&files.main_file(), LoadOptions::default()).unwrap();
     let g = llm
         .generate(
-            Prompt::chat(None, "What is the capital of France?"),
+            Prompt::chat(None, "What is the capital of France? Answer in one sentence."),
             GenerateParams {
                 max_tokens: 12,
                 ..Default::default()
