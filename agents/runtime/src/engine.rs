@@ -313,11 +313,6 @@ impl Engine {
         &mut self.model
     }
 
-    /// The prompts kept for prefix reuse.
-    pub fn prefix_cache(&self) -> &PrefixCache {
-        &self.prefixes
-    }
-
     /// Forgets every cached prefix, and the model's KV cache (the next
     /// prompt is computed in full: cold-start measurements).
     pub fn clear_prefix_cache(&mut self) {

@@ -31,6 +31,5 @@ pub use engine::{
 };
 pub use error::Error;
 pub use llama::{Chunk, KvCache, Llama, LlamaConfig, Logits};
-pub use prefix::PrefixCache;
 pub use stream::Utf8Stream;
 pub use tokenizer::Tokenizer;

@@ -373,21 +373,6 @@ impl Llama {
         &self.config
     }
 
-    /// The dot-product kernels in use (`avx2` or `portable`).
-    pub fn kernels(&self) -> &'static str {
-        self.kernels.name
-    }
-
-    /// Threads in the team.
-    pub fn threads(&self) -> usize {
-        self.pool.threads()
-    }
-
-    /// An empty KV cache for another sequence.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.config)
-    }
-
     /// Number of tokens in the default KV cache (the position of the next token).
     pub fn cached_len(&self) -> usize {
         self.cache.len()

@@ -19,9 +19,6 @@ const MIN_REUSE: usize = 8;
 #[derive(Debug, Default)]
 pub struct PrefixCache {
     entries: Vec<KvCache>,
-    /// Prompt tokens reused and computed since the start (for stats).
-    pub reused_tokens: u64,
-    pub computed_tokens: u64,
 }
 
 impl PrefixCache {
@@ -37,7 +34,7 @@ impl PrefixCache {
             .enumerate()
             .map(|(i, e)| (i, common_prefix(e.tokens(), prompt).min(limit)))
             .max_by_key(|&(i, n)| (n, i));
-        let reused = match best {
+        match best {
             Some((i, n)) if n > in_place && n >= MIN_REUSE => {
                 cache.copy_prefix(&self.entries[i], n);
                 // Most recently used last.
@@ -49,10 +46,7 @@ impl PrefixCache {
                 cache.truncate(in_place);
                 in_place
             }
-        };
-        self.reused_tokens += reused as u64;
-        self.computed_tokens += (prompt.len() - reused) as u64;
-        reused
+        }
     }
 
     /// Remembers the first `len` tokens of `cache` (a prompt just run),
@@ -83,17 +77,8 @@ impl PrefixCache {
         self.entries.clear();
     }
 
-    /// Prompts held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Memory held, in bytes.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         self.entries.iter().map(KvCache::bytes).sum()
     }
 }

@@ -190,15 +190,7 @@ pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     let eight = _mm256_set1_epi8(8);
     for (i, x) in x.iter().enumerate() {
         let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
-        // |x| once; each activation takes x's signs.
-        let ax = _mm256_sign_epi8(qx, qx);
-        let dx = x.d.to_f32();
-        for j in 0..4 {
-            let y = &y[j][i];
-            let d = _mm256_set1_ps(dx * y.d.to_f32());
-            let sy = _mm256_sign_epi8(load32(&y.qs), qx);
-            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), acc[j]);
-        }
+        signed_block_x4(&mut acc, qx, x.d.to_f32(), y, i);
     }
     std::array::from_fn(|j| hsum(acc[j]))
 }
@@ -211,17 +203,24 @@ pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
 pub fn dot_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
     let mut acc = [_mm256_setzero_ps(); 4];
     for (i, x) in x.iter().enumerate() {
-        let qx = load32(&x.qs);
-        let ax = _mm256_sign_epi8(qx, qx);
-        let dx = x.d.to_f32();
-        for j in 0..4 {
-            let y = &y[j][i];
-            let d = _mm256_set1_ps(dx * y.d.to_f32());
-            let sy = _mm256_sign_epi8(load32(&y.qs), qx);
-            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), acc[j]);
-        }
+        signed_block_x4(&mut acc, load32(&x.qs), x.d.to_f32(), y, i);
     }
     std::array::from_fn(|j| hsum(acc[j]))
+}
+
+/// Adds a signed weight block `qx` (scale `dx`) times block `i` of each of
+/// four Q8_0 activation rows to their accumulators; |x| is taken once and
+/// each activation takes x's signs.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn signed_block_x4(acc: &mut [__m256; 4], qx: __m256i, dx: f32, y: [&[BlockQ8_0]; 4], i: usize) {
+    let ax = _mm256_sign_epi8(qx, qx);
+    for (acc, y) in acc.iter_mut().zip(y) {
+        let y = &y[i];
+        let d = _mm256_set1_ps(dx * y.d.to_f32());
+        let sy = _mm256_sign_epi8(load32(&y.qs), qx);
+        *acc = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), *acc);
+    }
 }
 
 /// One query head's attention over `n` cached positions, with llama.cpp's
@@ -269,15 +268,7 @@ pub fn attend(
         )) * scale;
         max = max.max(*s);
     }
-    let mut sum = 0.0f64;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for s in scores.iter_mut() {
-        *s = half::f16::from_f32(*s * inv).to_f32();
-    }
+    super::softmax_f16(scores, max);
     let mut acc = [_mm256_setzero_ps(); 32];
     for (j, &p) in scores.iter().enumerate() {
         let base = j * stride;

@@ -159,11 +159,6 @@ impl QMatrix {
         QMatrix::new(WeightType::F32, rows, cols, data).expect("sizes agree")
     }
 
-    /// Bytes held.
-    pub fn size_bytes(&self) -> usize {
-        self.data.len
-    }
-
     fn row<B: Pod>(&self, r: usize) -> &[B] {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
@@ -267,16 +262,25 @@ pub fn attend(
         *s = dot_f16(&keys[j * stride..][..hd], q) * scale;
         max = max.max(*s);
     }
+    softmax_f16(scores, max);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        axpy_f16(out, p, &values[j * stride..][..hd]);
+    }
+}
+
+/// Turns attention scores (whose largest is `max`) into probabilities as
+/// llama.cpp does: exponentials summed in f64, scaled by the inverse sum,
+/// rounded to f16. Shared by every attention kernel.
+fn softmax_f16(scores: &mut [f32], max: f32) {
     let mut sum = 0.0f64;
     for s in scores.iter_mut() {
         *s = (*s - max).exp();
         sum += *s as f64;
     }
     let inv = (1.0 / sum) as f32;
-    out.fill(0.0);
-    for (j, s) in scores.iter_mut().enumerate() {
+    for s in scores.iter_mut() {
         *s = f16::from_f32(*s * inv).to_f32();
-        axpy_f16(out, *s, &values[j * stride..][..hd]);
     }
 }
 

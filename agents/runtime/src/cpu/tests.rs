@@ -157,6 +157,23 @@ fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     }
 }
 
+/// The reference `want` against the same dot product in expanded f32
+/// arithmetic (within `slack` times the tolerance of `mag`), then every
+/// kernel set's `kernel` against the reference.
+fn check_against_reference(
+    want: f32,
+    expanded: f32,
+    mag: f32,
+    slack: f32,
+    what: &str,
+    kernel: impl Fn(&Kernels) -> f32,
+) {
+    assert_close(want, expanded, mag * slack, &format!("reference vs f32, {what}"));
+    for k in kernel_sets() {
+        assert_close(kernel(&k), want, mag, &format!("{} {what}", k.name));
+    }
+}
+
 /// The four-row kernels give exactly what the same set's single kernel
 /// gives (same sums in the same order), on `a` and three rows of other fills.
 fn check_x4<W, A: Pod + Zeroable>(
@@ -202,20 +219,8 @@ fn q4_0_kernels_match_the_reference() {
         dequantize_q8_0(&a, &mut ax);
         let want = dot_q4_0(&w, &a);
         let mag = abs_dot(&wx, &ax);
-        assert_close(
-            want,
-            dot_f32(&wx, &ax),
-            mag,
-            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
-        );
-        for k in kernel_sets() {
-            assert_close(
-                (k.q4_0)(&w, &a),
-                want,
-                mag,
-                &format!("{} q4_0 {wf:?}/{af:?}/{n}", k.name),
-            );
-        }
+        let what = format!("q4_0 {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q4_0)(&w, &a));
         check_x4(rng, &w, &a, |k| k.q4_0, |k| k.q4_0x4, quantize_q8_0, "q4_0");
     });
 }
@@ -244,20 +249,8 @@ fn q4_1_kernels_match_the_reference() {
         }
         let want = dot_q4_1(&w, &a);
         let mag = abs_dot(&wx, &ax) * 1.01;
-        assert_close(
-            want,
-            dot_f32(&wx, &ax),
-            mag * 1e2,
-            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
-        );
-        for k in kernel_sets() {
-            assert_close(
-                (k.q4_1)(&w, &a),
-                want,
-                mag,
-                &format!("{} q4_1 {wf:?}/{af:?}/{n}", k.name),
-            );
-        }
+        let what = format!("q4_1 {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 1e2, &what, |k| (k.q4_1)(&w, &a));
         check_x4(rng, &w, &a, |k| k.q4_1, |k| k.q4_1x4, quantize_q8_1, "q4_1");
     });
 }
@@ -273,20 +266,8 @@ fn q8_0_kernels_match_the_reference() {
         dequantize_q8_0(&a, &mut ax);
         let want = dot_q8_0(&w, &a);
         let mag = abs_dot(&wx, &ax);
-        assert_close(
-            want,
-            dot_f32(&wx, &ax),
-            mag,
-            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
-        );
-        for k in kernel_sets() {
-            assert_close(
-                (k.q8_0)(&w, &a),
-                want,
-                mag,
-                &format!("{} q8_0 {wf:?}/{af:?}/{n}", k.name),
-            );
-        }
+        let what = format!("q8_0 {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q8_0)(&w, &a));
         check_x4(rng, &w, &a, |k| k.q8_0, |k| k.q8_0x4, quantize_q8_0, "q8_0");
     });
 }
@@ -311,20 +292,8 @@ fn q4k_kernels_match_the_reference() {
         }
         let want = dot_q4k(&w, &a);
         let mag = abs_dot(&wx, &ax);
-        assert_close(
-            want,
-            dot_f32(&wx, &ax),
-            mag * 10.0,
-            &format!("reference vs f32, {wf:?}/{af:?}/{n}"),
-        );
-        for k in kernel_sets() {
-            assert_close(
-                (k.q4k)(&w, &a),
-                want,
-                mag,
-                &format!("{} q4k {wf:?}/{af:?}/{n}", k.name),
-            );
-        }
+        let what = format!("q4k {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| (k.q4k)(&w, &a));
     });
 }
 
