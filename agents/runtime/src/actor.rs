@@ -11,8 +11,8 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::Error;
 use crate::engine::{
-    Engine, GenerateParams, Generation, GenerationEvent, LabelScore, LoadOptions, ModelInfo, Prompt,
-    TokenEvent,
+    Decoder, Engine, GenerateParams, Generation, GenerationEvent, LabelScore, LoadOptions, ModelInfo,
+    Prompt, TokenEvent,
 };
 
 type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
@@ -93,13 +93,6 @@ impl<M: 'static> Actor<M> {
             Err(_) => Err(Error::WorkerGone(self.name.to_string())),
         }
     }
-
-    /// Queues `f` without waiting for it.
-    fn send(&self, f: impl FnOnce(&mut M) + Send + 'static) -> Result<(), Error> {
-        self.tx
-            .send(Box::new(f))
-            .map_err(|_| Error::WorkerGone(self.name.to_string()))
-    }
 }
 
 fn thread_name() -> String {
@@ -120,11 +113,39 @@ pub enum StreamEvent {
     Failed(String),
 }
 
+/// Work for a generation model's thread.
+enum LlmJob {
+    /// A generation; it joins the batch of those in progress.
+    Generate {
+        prompt: Prompt,
+        params: GenerateParams,
+        reply: Reply,
+    },
+    /// Anything else (label scoring, tokenizing), run between decoding steps.
+    Run(Job<Engine>),
+}
+
 /// A handle to a loaded generation model; cheap to clone and share.
+///
+/// The model's thread runs a continuous batch: generations join it
+/// between decoding steps, every step decodes one token for each of them
+/// in a single forward pass (each on its own KV cache), and a generation
+/// leaves the batch as soon as it ends or its caller goes away. Other
+/// requests run between steps.
 #[derive(Debug, Clone)]
 pub struct LlmHandle {
-    actor: Actor<Engine>,
+    tx: mpsc::Sender<LlmJob>,
+    name: Arc<str>,
     info: Arc<ModelInfo>,
+}
+
+impl std::fmt::Debug for LlmJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LlmJob::Generate { .. } => "Generate",
+            LlmJob::Run(_) => "Run",
+        })
+    }
 }
 
 impl LlmHandle {
@@ -136,16 +157,26 @@ impl LlmHandle {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let actor = Actor::spawn(&name, move || Engine::load(&p, &options))?;
-        let info = {
-            let (tx, rx) = mpsc::channel();
-            actor.send(move |e: &mut Engine| {
-                let _ = tx.send(e.info().clone());
-            })?;
-            rx.recv().map_err(|_| Error::WorkerGone(name))?
-        };
+        let (tx, rx) = mpsc::channel::<LlmJob>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || match Engine::load(&p, &options) {
+                Ok(engine) => {
+                    let _ = ready_tx.send(Ok(engine.info().clone()));
+                    serve(engine, &rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::WorkerGone(format!("{name}: cannot start a thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| Error::WorkerGone(name.clone()))??;
         Ok(LlmHandle {
-            actor,
+            tx,
+            name: name.into(),
             info: Arc::new(info),
         })
     }
@@ -168,61 +199,185 @@ impl LlmHandle {
         prompt: Prompt,
         params: GenerateParams,
     ) -> tokio_mpsc::UnboundedReceiver<StreamEvent> {
-        let (tx, rx) = tokio_mpsc::unbounded_channel();
-        let events = tx.clone();
-        let name = self.info.name.clone();
-        let sent = self.actor.send(move |engine: &mut Engine| {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.generate(&prompt, &params, |event| {
-                    let event = match event {
-                        GenerationEvent::Token(t) => StreamEvent::Token(t.clone()),
-                        GenerationEvent::Tail(text) => StreamEvent::Text(text.to_string()),
-                    };
-                    events.send(event).is_ok()
-                })
-            }));
-            let _ = match result {
-                Ok(Ok(g)) => tx.send(StreamEvent::Done(Box::new(g))),
-                Ok(Err(e)) => tx.send(StreamEvent::Failed(e.to_string())),
-                Err(_) => tx.send(StreamEvent::Failed(Error::RequestPanicked(name).to_string())),
-            };
-        });
-        if let Err(e) = sent {
-            let (tx, rx) = tokio_mpsc::unbounded_channel();
-            let _ = tx.send(StreamEvent::Failed(e.to_string()));
-            return rx;
+        let (events, rx) = tokio_mpsc::unbounded_channel();
+        let job = LlmJob::Generate {
+            prompt,
+            params,
+            reply: Reply::Stream(events),
+        };
+        if let Err(mpsc::SendError(LlmJob::Generate { reply, .. })) = self.tx.send(job) {
+            reply.fail(Error::WorkerGone(self.name.to_string()));
         }
         rx
     }
 
     /// Generates and returns the whole result.
     pub async fn generate(&self, prompt: Prompt, params: GenerateParams) -> Result<Generation, Error> {
-        self.actor
-            .call(move |engine: &mut Engine| engine.generate(&prompt, &params, |_| true))
-            .await?
+        let (reply, rx) = oneshot::channel();
+        let job = LlmJob::Generate {
+            prompt,
+            params,
+            reply: Reply::Whole(reply),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
+        rx.await.map_err(|_| Error::WorkerGone(self.name.to_string()))?
     }
 
     /// Log-likelihood of each candidate continuation after the prompt.
     pub async fn score(&self, prompt: Prompt, candidates: Vec<String>) -> Result<Vec<LabelScore>, Error> {
-        self.actor
-            .call(move |engine: &mut Engine| engine.score(&prompt, &candidates))
+        self.with_engine(move |engine: &mut Engine| engine.score(&prompt, &candidates))
             .await?
     }
 
     /// The prompt's token ids (chat template applied for chats).
     pub async fn tokenize(&self, prompt: Prompt) -> Result<Vec<u32>, Error> {
-        self.actor
-            .call(move |engine: &mut Engine| engine.prompt_tokens(&prompt))
+        self.with_engine(move |engine: &mut Engine| engine.prompt_tokens(&prompt))
             .await?
     }
 
-    /// Runs any function on the engine, in the queue with other requests.
+    /// Runs any function on the engine, between decoding steps.
     pub async fn with_engine<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        self.actor.call(f).await
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(LlmJob::Run(Box::new(move |e: &mut Engine| {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(e)));
+                let _ = reply.send(result.map_err(|_| ()));
+            })))
+            .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
+        match rx.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(())) => Err(Error::RequestPanicked(self.name.to_string())),
+            Err(_) => Err(Error::WorkerGone(self.name.to_string())),
+        }
     }
+}
+
+/// Where a generation's outcome goes.
+#[derive(Debug)]
+enum Reply {
+    /// Each event as it happens, then the result.
+    Stream(tokio_mpsc::UnboundedSender<StreamEvent>),
+    /// The result alone.
+    Whole(oneshot::Sender<Result<Generation, Error>>),
+}
+
+impl Reply {
+    /// Passes an event on; `false` when the caller has gone away (which
+    /// cancels the generation).
+    fn event(&self, event: GenerationEvent<'_>) -> bool {
+        match self {
+            Reply::Stream(events) => {
+                let event = match event {
+                    GenerationEvent::Token(t) => StreamEvent::Token(t.clone()),
+                    GenerationEvent::Tail(text) => StreamEvent::Text(text.to_string()),
+                };
+                events.send(event).is_ok()
+            }
+            Reply::Whole(done) => !done.is_closed(),
+        }
+    }
+
+    fn done(self, g: Generation) {
+        match self {
+            Reply::Stream(events) => {
+                let _ = events.send(StreamEvent::Done(Box::new(g)));
+            }
+            Reply::Whole(done) => {
+                let _ = done.send(Ok(g));
+            }
+        }
+    }
+
+    fn fail(self, e: Error) {
+        match self {
+            Reply::Stream(events) => {
+                let _ = events.send(StreamEvent::Failed(e.to_string()));
+            }
+            Reply::Whole(done) => {
+                let _ = done.send(Err(e));
+            }
+        }
+    }
+}
+
+/// A generation in the batch, with where its outcome goes.
+#[derive(Debug)]
+struct Active {
+    decoder: Decoder,
+    reply: Reply,
+}
+
+/// The model thread's loop: admit work, then advance every generation by
+/// one token in one forward pass. Ends when every handle is gone and the
+/// batch is empty.
+fn serve(mut engine: Engine, rx: &mpsc::Receiver<LlmJob>) {
+    let mut active: Vec<Active> = Vec::new();
+    loop {
+        let mut jobs = Vec::new();
+        if active.is_empty() {
+            match rx.recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => return,
+            }
+        }
+        jobs.extend(rx.try_iter());
+        for job in jobs {
+            match job {
+                // A panic fails this request alone (its caller sees it).
+                LlmJob::Run(f) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut engine)));
+                }
+                LlmJob::Generate { prompt, params, reply } => {
+                    let begun =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.begin(&prompt, &params)));
+                    match begun {
+                        Ok(Ok(decoder)) => active.push(Active { decoder, reply }),
+                        Ok(Err(e)) => reply.fail(e),
+                        Err(_) => reply.fail(Error::RequestPanicked(thread_name())),
+                    }
+                }
+            }
+        }
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut engine, &mut active)));
+        let failure = match stepped {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => {
+                tracing::error!(worker = %thread_name(), "a decoding step panicked; the model keeps serving");
+                Some(Error::RequestPanicked(thread_name()).to_string())
+            }
+        };
+        // A failed step fails the generations in it; the model keeps serving.
+        if let Some(message) = failure {
+            for a in active.drain(..) {
+                a.reply.fail(Error::InvalidRequest(message.clone()));
+            }
+        }
+    }
+}
+
+/// Picks each generation's next token, hands the finished ones back, and
+/// runs the rest's tokens in one forward pass.
+fn step(engine: &mut Engine, active: &mut Vec<Active>) -> Result<(), Error> {
+    let mut i = 0;
+    while i < active.len() {
+        let a = &mut active[i];
+        let reply = &a.reply;
+        if a.decoder.advance(engine.tokenizer(), &mut |e| reply.event(e))? {
+            i += 1;
+        } else {
+            let a = active.swap_remove(i);
+            let g = a.decoder.finish(&mut |e| a.reply.event(e));
+            a.reply.done(g);
+        }
+    }
+    let mut decoders: Vec<&mut Decoder> = active.iter_mut().map(|a| &mut a.decoder).collect();
+    engine.step(&mut decoders)
 }
 
 /// Handles of models loaded once per process, by canonical path.

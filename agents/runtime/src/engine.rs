@@ -11,7 +11,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
-use crate::llama::{Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
+use crate::llama::{Chunk, KvCache, Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
 use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
@@ -389,6 +389,18 @@ impl Engine {
         params: &GenerateParams,
         mut on_event: impl FnMut(GenerationEvent<'_>) -> bool,
     ) -> Result<Generation, Error> {
+        let mut d = self.begin(prompt, params)?;
+        while d.advance(&self.tokenizer, &mut on_event)? {
+            self.step(&mut [&mut d])?;
+        }
+        Ok(d.finish(&mut on_event))
+    }
+
+    /// Starts a generation on a sequence of its own: runs the prompt
+    /// (reusing a cached prefix) and returns its state, ready for
+    /// [`Decoder::advance`]. Several decoders advance together through
+    /// [`Engine::step`] (batched decoding).
+    pub fn begin(&mut self, prompt: &Prompt, params: &GenerateParams) -> Result<Decoder, Error> {
         params.validate()?;
         let prompt = self.prompt_tokens(prompt)?;
         if prompt.is_empty() {
@@ -401,106 +413,66 @@ impl Engine {
                 context,
             });
         }
-        let mut sampler = Sampler::new(params);
-        let mut utf8 = Utf8Stream::default();
-        let mut stops = StopMatcher::new(params.stop.clone());
-        let mut history = prompt.clone();
-        let mut tokens = Vec::new();
-        let mut text = String::new();
-
         let start = Instant::now();
-        let (cached, mut logits) = self.prefill(&prompt)?;
-        let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
-        let gen_start = Instant::now();
-        let finish = loop {
-            let id = if params.repetition_penalty != 1.0 {
-                let window = history.len().saturating_sub(params.repetition_window);
-                let mut penalised = logits.clone();
-                repeat_penalty(&mut penalised, params.repetition_penalty, &history[window..]);
-                sampler.sample(&penalised)?
-            } else {
-                sampler.sample(&logits)?
-            };
-            if !params.ignore_eos && self.tokenizer.eos_ids.contains(&id) {
-                break FinishReason::Eos;
-            }
-            history.push(id);
-            // Control tokens have no bytes; a stop sequence can still name one.
-            if self.tokenizer.is_special(id)
-                && let Some(name) = self.tokenizer.token_text(id)
-                && params.stop.contains(&name)
-            {
-                break FinishReason::Stop;
-            }
-            let piece = utf8.push(self.tokenizer.token_bytes(id));
-            let (released, stopped) = match stops.push(&piece) {
-                StopCheck::Continue(t) => (t, false),
-                StopCheck::Stop(t) => (t, true),
-            };
-            text.push_str(&released);
-            let event = TokenEvent {
-                id,
-                logprob: logits[id as usize] - log_sum_exp(&logits),
-                text: released,
-            };
-            let keep_going = on_event(GenerationEvent::Token(&event));
-            tokens.push(event);
-            if stopped {
-                break FinishReason::Stop;
-            }
-            if !keep_going {
-                break FinishReason::Cancelled;
-            }
-            if tokens.len() >= params.max_tokens {
-                break FinishReason::MaxTokens;
-            }
-            if self.model.cached_len() >= context {
-                break FinishReason::Context;
-            }
-            logits = self.model.forward(&[id], Logits::Last)?;
-        };
-        if finish != FinishReason::Stop {
-            // Release what was held back as a possible stop sequence, and
-            // an unfinished character.
-            let mut tail = utf8.finish();
-            tail = match stops.push(&tail) {
-                StopCheck::Continue(t) => t + &stops.finish(),
-                StopCheck::Stop(t) => t,
-            };
-            if !tail.is_empty() {
-                text.push_str(&tail);
-                if let Some(last) = tokens.last_mut() {
-                    last.text.push_str(&tail);
-                }
-                on_event(GenerationEvent::Tail(&tail));
-            }
-        }
-        let generation_ms = gen_start.elapsed().as_secs_f64() * 1e3;
-        let n = tokens.len();
-        let stats = GenerationStats {
+        let mut cache = self.model.new_cache();
+        let cached = self.prefixes.restore(&mut cache, &prompt);
+        let logits = self.model.forward_batch(&mut [Chunk {
+            cache: &mut cache,
+            tokens: &prompt[cached..],
+            logits: Logits::Last,
+        }])?;
+        self.prefixes.store(&cache, prompt.len());
+        Ok(Decoder {
+            params: params.clone(),
+            sampler: Sampler::new(params),
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(params.stop.clone()),
+            history: prompt.clone(),
             prompt_tokens: prompt.len(),
-            cached_prompt_tokens: cached,
-            generated_tokens: n,
-            prompt_ms,
-            generation_ms,
-            prompt_tokens_per_s: per_second(prompt.len() - cached, prompt_ms),
-            // The first token comes from the prompt pass; each later one, and
-            // the end-of-sequence token when there is one, costs a forward.
-            generation_tokens_per_s: per_second(
-                if finish == FinishReason::Eos {
-                    n
-                } else {
-                    n.saturating_sub(1)
-                },
-                generation_ms,
-            ),
-        };
-        Ok(Generation {
-            text,
-            tokens,
-            finish_reason: finish,
-            stats,
+            cached,
+            prompt_ms: start.elapsed().as_secs_f64() * 1e3,
+            gen_start: Instant::now(),
+            tokens: Vec::new(),
+            text: String::new(),
+            cache,
+            logits,
+            next: None,
+            finish: None,
+            context,
         })
+    }
+
+    /// One forward pass for every decoder waiting with a token (see
+    /// [`Decoder::advance`]): their tokens run together, each on its own
+    /// sequence, and each gets its next logits.
+    pub fn step(&mut self, decoders: &mut [&mut Decoder]) -> Result<(), Error> {
+        let mut waiting: Vec<&mut Decoder> = decoders
+            .iter_mut()
+            .filter(|d| d.next.is_some())
+            .map(|d| &mut **d)
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let tokens: Vec<[u32; 1]> = waiting.iter().map(|d| [d.next.unwrap_or(0)]).collect();
+        let mut chunks: Vec<Chunk<'_>> = waiting
+            .iter_mut()
+            .zip(&tokens)
+            .map(|(d, t)| Chunk {
+                cache: &mut d.cache,
+                tokens: t,
+                logits: Logits::Last,
+            })
+            .collect();
+        let logits = self.model.forward_batch(&mut chunks)?;
+        drop(chunks);
+        let vocab = self.model.config().vocab_size;
+        for (d, row) in waiting.iter_mut().zip(logits.chunks_exact(vocab)) {
+            d.logits.clear();
+            d.logits.extend_from_slice(row);
+            d.next = None;
+        }
+        Ok(())
     }
 
     /// Log-likelihood of each candidate continuation after the prompt. The
@@ -570,12 +542,164 @@ impl Engine {
     }
 }
 
+/// One generation in progress: its sequence's KV cache, its sampler, stop
+/// matcher and text so far. Made by [`Engine::begin`]; advanced one token
+/// at a time by [`Decoder::advance`] and [`Engine::step`].
+#[derive(Debug)]
+pub struct Decoder {
+    params: GenerateParams,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    history: Vec<u32>,
+    prompt_tokens: usize,
+    cached: usize,
+    prompt_ms: f64,
+    gen_start: Instant,
+    tokens: Vec<TokenEvent>,
+    text: String,
+    cache: KvCache,
+    /// The logits to pick the next token from.
+    logits: Vec<f32>,
+    /// The token waiting to run in the next [`Engine::step`].
+    next: Option<u32>,
+    finish: Option<FinishReason>,
+    context: usize,
+}
+
+impl Decoder {
+    /// Picks the next token from the current logits and reports it.
+    /// Returns `true` when the token must run (the next [`Engine::step`]
+    /// gives new logits), `false` when the generation has ended.
+    pub fn advance(
+        &mut self,
+        tokenizer: &Tokenizer,
+        on_event: &mut impl FnMut(GenerationEvent<'_>) -> bool,
+    ) -> Result<bool, Error> {
+        if self.finish.is_some() {
+            return Ok(false);
+        }
+        let p = &self.params;
+        let id = if p.repetition_penalty != 1.0 {
+            let window = self.history.len().saturating_sub(p.repetition_window);
+            let mut penalised = self.logits.clone();
+            repeat_penalty(&mut penalised, p.repetition_penalty, &self.history[window..]);
+            self.sampler.sample(&penalised)?
+        } else {
+            self.sampler.sample(&self.logits)?
+        };
+        let end = |d: &mut Decoder, why| {
+            d.finish = Some(why);
+            Ok(false)
+        };
+        if !p.ignore_eos && tokenizer.eos_ids.contains(&id) {
+            return end(self, FinishReason::Eos);
+        }
+        self.history.push(id);
+        // Control tokens have no bytes; a stop sequence can still name one.
+        if tokenizer.is_special(id)
+            && let Some(name) = tokenizer.token_text(id)
+            && p.stop.contains(&name)
+        {
+            return end(self, FinishReason::Stop);
+        }
+        let piece = self.utf8.push(tokenizer.token_bytes(id));
+        let (released, stopped) = match self.stops.push(&piece) {
+            StopCheck::Continue(t) => (t, false),
+            StopCheck::Stop(t) => (t, true),
+        };
+        self.text.push_str(&released);
+        let event = TokenEvent {
+            id,
+            logprob: self.logits[id as usize] - log_sum_exp(&self.logits),
+            text: released,
+        };
+        let keep_going = on_event(GenerationEvent::Token(&event));
+        self.tokens.push(event);
+        if stopped {
+            return end(self, FinishReason::Stop);
+        }
+        if !keep_going {
+            return end(self, FinishReason::Cancelled);
+        }
+        if self.tokens.len() >= self.params.max_tokens {
+            return end(self, FinishReason::MaxTokens);
+        }
+        if self.cache.len() >= self.context {
+            return end(self, FinishReason::Context);
+        }
+        self.next = Some(id);
+        Ok(true)
+    }
+
+    /// Whether the generation has ended.
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// The finished generation (call once `advance` returned `false`):
+    /// releases text held back as a possible stop sequence, and reports
+    /// the figures.
+    pub fn finish(mut self, on_event: &mut impl FnMut(GenerationEvent<'_>) -> bool) -> Generation {
+        let finish = self.finish.unwrap_or(FinishReason::Cancelled);
+        if finish != FinishReason::Stop {
+            // Release what was held back as a possible stop sequence, and
+            // an unfinished character.
+            let mut tail = self.utf8.finish();
+            tail = match self.stops.push(&tail) {
+                StopCheck::Continue(t) => t + &self.stops.finish(),
+                StopCheck::Stop(t) => t,
+            };
+            if !tail.is_empty() {
+                self.text.push_str(&tail);
+                if let Some(last) = self.tokens.last_mut() {
+                    last.text.push_str(&tail);
+                }
+                on_event(GenerationEvent::Tail(&tail));
+            }
+        }
+        let generation_ms = self.gen_start.elapsed().as_secs_f64() * 1e3;
+        let n = self.tokens.len();
+        let computed = self.prompt_tokens - self.cached;
+        let stats = GenerationStats {
+            prompt_tokens: self.prompt_tokens,
+            cached_prompt_tokens: self.cached,
+            generated_tokens: n,
+            prompt_ms: self.prompt_ms,
+            generation_ms,
+            prompt_tokens_per_s: per_second(computed, self.prompt_ms),
+            // The first token comes from the prompt pass; each later one, and
+            // the end-of-sequence token when there is one, costs a forward.
+            generation_tokens_per_s: per_second(
+                if finish == FinishReason::Eos {
+                    n
+                } else {
+                    n.saturating_sub(1)
+                },
+                generation_ms,
+            ),
+        };
+        Generation {
+            text: self.text,
+            tokens: self.tokens,
+            finish_reason: finish,
+            stats,
+        }
+    }
+}
+
 /// Private-use characters around message placeholders in a rendered chat.
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
 /// Picks the next token: the most likely one (greedy), or a seeded sample.
 struct Sampler(Option<LogitsProcessor>);
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Sampler(seeded)" } else { "Sampler(greedy)" })
+    }
+}
 
 impl Sampler {
     fn new(params: &GenerateParams) -> Sampler {

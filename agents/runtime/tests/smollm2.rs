@@ -678,3 +678,40 @@ async fn a_cached_system_prompt_changes_nothing_but_the_work() {
     let cold_scores = llm.score(first, labels).await.unwrap();
     assert_eq!(warm_scores, cold_scores);
 }
+
+/// Generations that run at the same time are decoded together (one
+/// forward pass per token for all of them), and each still gets exactly
+/// what it gets alone: batching changes the speed, never the answer.
+#[tokio::test]
+async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
+    let llm = model();
+    let questions = [
+        "Name a primary colour.",
+        "What is two plus two?",
+        "Say hello in French.",
+        "Which planet is closest to the sun?",
+    ];
+    let params = GenerateParams {
+        max_tokens: 10,
+        ..Default::default()
+    };
+    let mut solo = Vec::new();
+    for q in questions {
+        llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
+        solo.push(llm.generate(Prompt::chat(None, q), params.clone()).await.unwrap());
+    }
+    llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
+    // All four are queued before the first finishes, so they share steps.
+    let tasks: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            let (llm, params) = (llm.clone(), params.clone());
+            let prompt = Prompt::chat(None, q);
+            tokio::spawn(async move { llm.generate(prompt, params).await })
+        })
+        .collect();
+    for (alone, task) in solo.iter().zip(tasks) {
+        let batched = task.await.unwrap().unwrap();
+        assert_eq!(alone.tokens, batched.tokens, "{}", alone.text);
+    }
+}
