@@ -1,7 +1,8 @@
-//! A model lives on its own thread and serves one request at a time: the
-//! thread owns the model, requests arrive through a channel, and each
-//! carries its own reply channel. No lock is ever held across an await, and
-//! concurrent callers simply queue.
+//! A model lives on its own thread: the thread owns the model, requests
+//! arrive through a channel, and each carries its own reply channel. No
+//! lock is ever held across an await. Generation models decode concurrent
+//! generations together (continuous batching, see [`LlmHandle`]); other
+//! work runs between decoding steps.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,8 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::Error;
 use crate::engine::{
-    Decoder, Engine, GenerateParams, Generation, GenerationEvent, LabelScore, LoadOptions, ModelInfo,
-    Prompt, TokenEvent,
+    Decoder, Engine, GenerateParams, Generation, GenerationEvent, LabelScore, LoadOptions, ModelInfo, Prompt,
+    TokenEvent,
 };
 
 type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
@@ -171,9 +172,7 @@ impl LlmHandle {
                 }
             })
             .map_err(|e| Error::WorkerGone(format!("{name}: cannot start a thread: {e}")))?;
-        let info = ready_rx
-            .recv()
-            .map_err(|_| Error::WorkerGone(name.clone()))??;
+        let info = ready_rx.recv().map_err(|_| Error::WorkerGone(name.clone()))??;
         Ok(LlmHandle {
             tx,
             name: name.into(),
@@ -332,9 +331,14 @@ fn serve(mut engine: Engine, rx: &mpsc::Receiver<LlmJob>) {
                 LlmJob::Run(f) => {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut engine)));
                 }
-                LlmJob::Generate { prompt, params, reply } => {
-                    let begun =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.begin(&prompt, &params)));
+                LlmJob::Generate {
+                    prompt,
+                    params,
+                    reply,
+                } => {
+                    let begun = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        engine.begin(&prompt, &params)
+                    }));
                     match begun {
                         Ok(Ok(decoder)) => active.push(Active { decoder, reply }),
                         Ok(Err(e)) => reply.fail(e),
@@ -343,7 +347,8 @@ fn serve(mut engine: Engine, rx: &mpsc::Receiver<LlmJob>) {
                 }
             }
         }
-        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut engine, &mut active)));
+        let stepped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut engine, &mut active)));
         let failure = match stepped {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -368,12 +373,16 @@ fn step(engine: &mut Engine, active: &mut Vec<Active>) -> Result<(), Error> {
     while i < active.len() {
         let a = &mut active[i];
         let reply = &a.reply;
-        if a.decoder.advance(engine.tokenizer(), &mut |e| reply.event(e))? {
-            i += 1;
-        } else {
-            let a = active.swap_remove(i);
-            let g = a.decoder.finish(&mut |e| a.reply.event(e));
-            a.reply.done(g);
+        match a.decoder.advance(engine.tokenizer(), &mut |e| reply.event(e)) {
+            Ok(true) => i += 1,
+            Ok(false) => {
+                let a = active.swap_remove(i);
+                let g = a.decoder.finish(&mut |e| a.reply.event(e));
+                a.reply.done(g);
+            }
+            // A generation that cannot go on (its sampler failed) fails
+            // alone; the others keep their places in the batch.
+            Err(e) => active.swap_remove(i).reply.fail(e),
         }
     }
     let mut decoders: Vec<&mut Decoder> = active.iter_mut().map(|a| &mut a.decoder).collect();

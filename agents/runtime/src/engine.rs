@@ -175,6 +175,10 @@ pub struct GenerationStats {
     pub generation_ms: f64,
     pub prompt_tokens_per_s: f64,
     pub generation_tokens_per_s: f64,
+    /// The most generations decoded together in one step while this one
+    /// ran (1 when it ran alone; see continuous batching in `LlmHandle`).
+    #[serde(default)]
+    pub batch_peak: usize,
 }
 
 /// A finished generation.
@@ -414,7 +418,7 @@ impl Engine {
             });
         }
         let start = Instant::now();
-        let mut cache = self.model.new_cache();
+        let mut cache = KvCache::new(self.model.config());
         let cached = self.prefixes.restore(&mut cache, &prompt);
         let logits = self.model.forward_batch(&mut [Chunk {
             cache: &mut cache,
@@ -432,6 +436,7 @@ impl Engine {
             cached,
             prompt_ms: start.elapsed().as_secs_f64() * 1e3,
             gen_start: Instant::now(),
+            batch_peak: 1,
             tokens: Vec::new(),
             text: String::new(),
             cache,
@@ -466,11 +471,13 @@ impl Engine {
             .collect();
         let logits = self.model.forward_batch(&mut chunks)?;
         drop(chunks);
+        let waiting_len = waiting.len();
         let vocab = self.model.config().vocab_size;
         for (d, row) in waiting.iter_mut().zip(logits.chunks_exact(vocab)) {
             d.logits.clear();
             d.logits.extend_from_slice(row);
             d.next = None;
+            d.batch_peak = d.batch_peak.max(waiting_len);
         }
         Ok(())
     }
@@ -556,6 +563,7 @@ pub struct Decoder {
     cached: usize,
     prompt_ms: f64,
     gen_start: Instant,
+    batch_peak: usize,
     tokens: Vec<TokenEvent>,
     text: String,
     cache: KvCache,
@@ -666,6 +674,7 @@ impl Decoder {
             cached_prompt_tokens: self.cached,
             generated_tokens: n,
             prompt_ms: self.prompt_ms,
+            batch_peak: self.batch_peak,
             generation_ms,
             prompt_tokens_per_s: per_second(computed, self.prompt_ms),
             // The first token comes from the prompt pass; each later one, and
@@ -697,7 +706,11 @@ struct Sampler(Option<LogitsProcessor>);
 
 impl std::fmt::Debug for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Sampler(seeded)" } else { "Sampler(greedy)" })
+        f.write_str(if self.0.is_some() {
+            "Sampler(seeded)"
+        } else {
+            "Sampler(greedy)"
+        })
     }
 }
 

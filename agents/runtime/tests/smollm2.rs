@@ -23,6 +23,12 @@ fn model() -> LlmHandle {
     LlmHandle::shared(&smollm2_path()).unwrap()
 }
 
+/// An instance no other test uses, for tests that count what shares its
+/// decoding steps.
+fn own_model() -> LlmHandle {
+    LlmHandle::load(&smollm2_path(), Default::default()).unwrap()
+}
+
 #[test]
 fn tokenizer_matches_llama_cpp_on_every_reference_string() {
     let tok = tokenizer();
@@ -684,7 +690,7 @@ async fn a_cached_system_prompt_changes_nothing_but_the_work() {
 /// what it gets alone: batching changes the speed, never the answer.
 #[tokio::test]
 async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
-    let llm = model();
+    let llm = own_model();
     let questions = [
         "Name a primary colour.",
         "What is two plus two?",
@@ -710,8 +716,49 @@ async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
             tokio::spawn(async move { llm.generate(prompt, params).await })
         })
         .collect();
+    let mut peak = 0;
     for (alone, task) in solo.iter().zip(tasks) {
         let batched = task.await.unwrap().unwrap();
         assert_eq!(alone.tokens, batched.tokens, "{}", alone.text);
+        assert_eq!(alone.stats.batch_peak, 1);
+        peak = peak.max(batched.stats.batch_peak);
     }
+    // They did share steps: at least the last three to arrive ran together.
+    assert!(peak >= 3, "the largest batch was {peak}");
+}
+
+/// A caller that goes away takes its generation out of the batch at the
+/// next token: the model does not keep decoding for nobody.
+#[tokio::test]
+async fn an_abandoned_generation_leaves_the_batch() {
+    let llm = own_model();
+    let endless = GenerateParams {
+        max_tokens: 100_000,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    // A stream read for a few tokens, then dropped.
+    let mut rx = llm.generate_stream(Prompt::chat(None, "Count to a thousand."), endless.clone());
+    for _ in 0..3 {
+        assert!(matches!(rx.recv().await, Some(StreamEvent::Token(_))));
+    }
+    drop(rx);
+    // A whole generation whose caller gives up.
+    let waiting = {
+        let llm = llm.clone();
+        tokio::spawn(async move {
+            llm.generate(Prompt::chat(None, "Tell me a story."), endless)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    // The next generation is decoded alone: both have left.
+    let params = GenerateParams {
+        max_tokens: 4,
+        ..Default::default()
+    };
+    let g = llm.generate(Prompt::chat(None, "Hi"), params).await.unwrap();
+    assert_eq!(g.stats.batch_peak, 1);
 }

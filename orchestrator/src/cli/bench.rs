@@ -64,6 +64,9 @@ pub struct RuntimeArgs {
     /// Tokens generated per generation measurement.
     #[arg(long, default_value_t = 64)]
     gen_tokens: usize,
+    /// Concurrent generations for the batched-decoding figure.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
     /// Skip candle's stock quantized llama (no ratios).
     #[arg(long)]
     no_baseline: bool,
@@ -175,8 +178,10 @@ async fn router(ctx: &triage::Context, args: RouterArgs) -> anyhow::Result<ExitC
 }
 
 async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<ExitCode> {
-    if args.rounds == 0 || args.gen_tokens < 2 || args.prompt_tokens < 2 {
-        anyhow::bail!("--rounds must be at least 1, --gen-tokens and --prompt-tokens at least 2");
+    if args.rounds == 0 || args.gen_tokens < 2 || args.prompt_tokens < 2 || args.concurrency < 2 {
+        anyhow::bail!(
+            "--rounds must be at least 1, --gen-tokens, --prompt-tokens and --concurrency at least 2"
+        );
     }
     // `--threads` (global) reaches the runtime through TRIAGE_THREADS.
     let threads = triage_runtime::default_threads();
@@ -222,6 +227,7 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     }
     let peak_rss_mb = peak_rss_mb();
     let ttft = time_to_first_token(ctx, &llm, args.rounds).await?;
+    let batched = batched_throughput(&llm, args.concurrency, args.gen_tokens, args.rounds).await?;
     drop(llm);
 
     // candle as it comes, on the same file and tokens.
@@ -294,6 +300,13 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
                 "cached_ms": ttft.cached_ms,
                 "ratio": ttft.cached_ms / ttft.cold_ms,
             },
+            "batched": {
+                "concurrency": batched.concurrency,
+                "single_tokens_per_s": batched.single,
+                "aggregate_tokens_per_s": batched.aggregate,
+                "ratio": batched.aggregate / batched.single,
+                "batch_peak": batched.batch_peak,
+            },
             "minilm_single_ms": minilm_ms,
             "minilm_batch32_sentences_per_s": minilm_rate,
             "candle_stock": baseline,
@@ -356,6 +369,21 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
             "{:.1} ms ({:.2}x cold)",
             ttft.cached_ms,
             ttft.cached_ms / ttft.cold_ms
+        ),
+    ]);
+    rows.push(vec![
+        "generation, one stream (wall clock)".into(),
+        format!("{:.1} tok/s", batched.single),
+    ]);
+    rows.push(vec![
+        format!(
+            "generation, {} concurrent (batch of {})",
+            batched.concurrency, batched.batch_peak
+        ),
+        format!(
+            "{:.1} tok/s ({:.2}x one stream)",
+            batched.aggregate,
+            batched.aggregate / batched.single
         ),
     ]);
     rows.push(vec!["MiniLM, one sentence".into(), format!("{minilm_ms:.1} ms")]);
@@ -421,6 +449,51 @@ async fn time_to_first_token(ctx: &triage::Context, llm: &LlmHandle, rounds: usi
         cached_tokens,
         cold_ms: median(&cold),
         cached_ms: median(&cached),
+    })
+}
+
+/// Generation throughput of one stream and of `concurrency` streams at
+/// once (continuous batching), both by the wall clock from request to
+/// last token: medians in tokens/s.
+#[derive(Debug)]
+struct Batched {
+    concurrency: usize,
+    single: f64,
+    aggregate: f64,
+    /// The largest batch the concurrent generations were decoded in.
+    batch_peak: usize,
+}
+
+async fn batched_throughput(
+    llm: &LlmHandle,
+    concurrency: usize,
+    gen_tokens: usize,
+    rounds: usize,
+) -> anyhow::Result<Batched> {
+    // Each stream has its own two-token prompt, so no two are the same
+    // sequence and none comes from the prefix cache.
+    let prompt = |i: usize| Prompt::Tokens(vec![1, 100 + i as u32]);
+    let (mut single, mut aggregate, mut batch_peak) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        llm.with_engine(|e| e.clear_prefix_cache()).await?;
+        let t = Instant::now();
+        let g = llm.generate(prompt(0), fixed(gen_tokens)).await?;
+        single.push(g.tokens.len() as f64 / t.elapsed().as_secs_f64());
+        llm.with_engine(|e| e.clear_prefix_cache()).await?;
+        let t = Instant::now();
+        let all = futures::future::try_join_all(
+            (0..concurrency).map(|i| llm.generate(prompt(i), fixed(gen_tokens))),
+        )
+        .await?;
+        let tokens: usize = all.iter().map(|g| g.tokens.len()).sum();
+        aggregate.push(tokens as f64 / t.elapsed().as_secs_f64());
+        batch_peak = all.iter().map(|g| g.stats.batch_peak).max().unwrap_or(1);
+    }
+    Ok(Batched {
+        concurrency,
+        single: median(&single),
+        aggregate: median(&aggregate),
+        batch_peak,
     })
 }
 
