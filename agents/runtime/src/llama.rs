@@ -354,6 +354,27 @@ impl Llama {
         };
         let kernels = Kernels::detect();
         tracing::debug!(kernels = kernels.name, threads, "inference kernels");
+        let mut output = output;
+        if kernels.interleave_q4_1 {
+            // Repacked once here, so that every product reads eight rows
+            // with each load (same values, same size).
+            let matrices = layers.iter_mut().flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            });
+            for m in matrices.chain(output.as_mut()) {
+                if let Some(interleaved) = m.interleaved() {
+                    *m = interleaved;
+                }
+            }
+        }
         Ok(Llama {
             cache: KvCache::new(&config),
             config,

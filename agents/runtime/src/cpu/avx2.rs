@@ -12,7 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, scale_min_k4};
+use super::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, scale_min_k4,
+};
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -178,6 +180,104 @@ pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
         }
     }
     std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
+}
+
+/// The nibbles of an interleaved block as eight registers: register `c`
+/// (and `4 + c`) holds values `4c .. 4c + 4` (and `16 + 4c .. 20 + 4c`) of
+/// each of the eight rows, one row per 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn unpack_x8(x: &BlockQ4_1x8) -> [__m256i; 8] {
+    let low = _mm256_set1_epi8(0x0F);
+    let mut w = [_mm256_setzero_si256(); 8];
+    for c in 0..4 {
+        // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+        let v = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+        w[c] = _mm256_and_si256(v, low);
+        w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    w
+}
+
+/// Four activation bytes `at .. at + 4`, repeated in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
+    let b = &qs[at..at + 4];
+    _mm256_set1_epi32(i32::from_le_bytes([
+        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
+    ]))
+}
+
+/// Adds block `y` of one activation row times the unpacked interleaved
+/// block `w` (scales `dx`, offsets `mx`) to `acc`, one row per lane.
+///
+/// The eight partial products stay in 16 bits until the end: each is at
+/// most 2 × 15 × 128 = 3,840, so their sum (≤ 30,720) cannot overflow.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn block_x8(acc: __m256, w: &[__m256i; 8], dx: __m256, mx: __m256, y: &BlockQ8_1) -> __m256 {
+    let mut s = _mm256_setzero_si256();
+    for c in 0..4 {
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], broadcast4(&y.qs, 4 * c)));
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[4 + c], broadcast4(&y.qs, 16 + 4 * c)));
+    }
+    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)));
+    let acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(y.d.to_f32())), acc);
+    _mm256_fmadd_ps(mx, _mm256_set1_ps(y.s.to_f32()), acc)
+}
+
+/// The scales and offsets of an interleaved block, as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales_x8(x: &BlockQ4_1x8) -> (__m256, __m256) {
+    // SAFETY: `d` and `m` are 16 readable bytes each.
+    unsafe {
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast())),
+        )
+    }
+}
+
+/// Eight interleaved Q4_1 weight rows against one activation row.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let (dx, mx) = scales_x8(x);
+        acc = block_x8(acc, &unpack_x8(x), dx, mx, y);
+    }
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` is eight writable f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// Eight interleaved Q4_1 weight rows against four activation rows: each
+/// block is unpacked once for all four.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q4_1x8_x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in x.iter().enumerate() {
+        let (dx, mx) = scales_x8(x);
+        let w = unpack_x8(x);
+        for j in 0..4 {
+            acc[j] = block_x8(acc[j], &w, dx, mx, &y[j][i]);
+        }
+    }
+    let mut out = [[0.0f32; 8]; 4];
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: `o` is eight writable f32.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
 }
 
 /// One Q4_0 weight row against four activation rows.

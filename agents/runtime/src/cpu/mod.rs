@@ -19,13 +19,16 @@ use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pool::{Pool, SharedMut};
-use quant::{BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
+use quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
 
 /// Storage format of a weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightType {
     Q4_0,
     Q4_1,
+    /// Q4_1 with eight rows interleaved ([`BlockQ4_1x8`]); made at load
+    /// for kernels that read eight rows at once, never found in a file.
+    Q4_1x8,
     Q8_0,
     Q4K,
     F32,
@@ -53,11 +56,13 @@ impl WeightType {
         })
     }
 
-    /// Values per block and bytes per block.
+    /// Values per block and bytes per block (of all the interleaved rows,
+    /// for an interleaved format).
     pub fn block(self) -> (usize, usize) {
         match self {
             WeightType::Q4_0 => (QK, size_of::<BlockQ4_0>()),
             WeightType::Q4_1 => (QK, size_of::<BlockQ4_1>()),
+            WeightType::Q4_1x8 => (QK, size_of::<BlockQ4_1x8>()),
             WeightType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
             WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
             WeightType::F32 => (1, 4),
@@ -67,9 +72,17 @@ impl WeightType {
     pub fn act(self) -> ActType {
         match self {
             WeightType::Q4_0 | WeightType::Q8_0 => ActType::Q8_0,
-            WeightType::Q4_1 => ActType::Q8_1,
+            WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
             WeightType::Q4K => ActType::Q8K,
             WeightType::F32 => ActType::F32,
+        }
+    }
+
+    /// Rows stored together (interleaved), 1 for the plain formats.
+    pub fn interleave(self) -> usize {
+        match self {
+            WeightType::Q4_1x8 => 8,
+            _ => 1,
         }
     }
 }
@@ -114,12 +127,14 @@ impl Bytes {
     }
 }
 
-/// A weight matrix of `rows × cols`, row-major, in its block format.
+/// A weight matrix of `rows × cols`, row-major, in its block format (for
+/// an interleaved format, groups of rows one after another).
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     pub ty: WeightType,
     pub rows: usize,
     pub cols: usize,
+    /// Bytes of one row (of one group of rows when interleaved).
     row_bytes: usize,
     data: Bytes,
 }
@@ -135,12 +150,16 @@ impl QMatrix {
                 "rows of {cols} values are not whole blocks of {elems} ({ty:?})"
             ));
         }
+        let group = ty.interleave();
+        if !rows.is_multiple_of(group) {
+            return Err(format!("{rows} rows are not whole groups of {group} ({ty:?})"));
+        }
         let row_bytes = cols / elems * bytes;
-        if data.len != rows * row_bytes {
+        if data.len != rows / group * row_bytes {
             return Err(format!(
                 "{} bytes for {rows} × {cols} {ty:?} (expected {})",
                 data.len,
-                rows * row_bytes
+                rows / group * row_bytes
             ));
         }
         Ok(QMatrix {
@@ -159,8 +178,28 @@ impl QMatrix {
         QMatrix::new(WeightType::F32, rows, cols, data).expect("sizes agree")
     }
 
+    /// Stored row `r` (group `r` when interleaved).
     fn row<B: Pod>(&self, r: usize) -> &[B] {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+
+    /// The same matrix with its Q4_1 rows interleaved by eight, for the
+    /// kernels that read eight rows at once; `None` when the format or the
+    /// row count does not allow it.
+    pub fn interleaved(&self) -> Option<QMatrix> {
+        if self.ty != WeightType::Q4_1 || !self.rows.is_multiple_of(8) {
+            return None;
+        }
+        let blocks = self.cols / QK;
+        let mut data = Bytes::zeroed(self.rows / 8 * blocks * size_of::<BlockQ4_1x8>());
+        let out: &mut [BlockQ4_1x8] = bytemuck::cast_slice_mut(data.as_bytes_mut());
+        for (g, group) in out.chunks_exact_mut(blocks).enumerate() {
+            let rows: [&[BlockQ4_1]; 8] = std::array::from_fn(|r| self.row(8 * g + r));
+            for (b, block) in group.iter_mut().enumerate() {
+                *block = BlockQ4_1x8::interleave(rows.map(|row| &row[b]));
+            }
+        }
+        Some(QMatrix::new(WeightType::Q4_1x8, self.rows, self.cols, data).expect("sizes agree"))
     }
 
     /// Expands row `r` into `out` (`cols` values): the embedding lookup.
@@ -168,6 +207,11 @@ impl QMatrix {
         match self.ty {
             WeightType::Q4_0 => quant::dequantize_q4_0(self.row(r), out),
             WeightType::Q4_1 => quant::dequantize_q4_1(self.row(r), out),
+            WeightType::Q4_1x8 => {
+                let group: &[BlockQ4_1x8] = self.row(r / 8);
+                let blocks: Vec<BlockQ4_1> = group.iter().map(|b| b.row(r % 8)).collect();
+                quant::dequantize_q4_1(&blocks, out)
+            }
             WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
             WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
             WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
@@ -230,6 +274,13 @@ pub struct Kernels {
     pub q4_0x4: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    /// Eight interleaved weight rows against one activation row, and
+    /// against four.
+    pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
+    pub q4_1x8x4: Dot8x4<BlockQ4_1x8, BlockQ8_1>,
+    /// Whether Q4_1 weights are interleaved at load for these kernels
+    /// (where their eight-row kernels are the faster ones).
+    pub interleave_q4_1: bool,
     /// One head's attention over a cache (see [`attend`]).
     pub attend: Attend,
 }
@@ -297,6 +348,9 @@ impl Kernels {
         q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
+        q4_1x8: quant::dot_q4_1x8,
+        q4_1x8x4: |x, y| y.map(|y| quant::dot_q4_1x8(x, y)),
+        interleave_q4_1: false,
         attend,
     };
 
@@ -344,6 +398,12 @@ impl Kernels {
         fn q8_0x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
             unsafe { avx2::dot_q8_0_x4(x, y) }
         }
+        fn q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
+            unsafe { avx2::dot_q4_1x8(x, y) }
+        }
+        fn q4_1x8x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
+            unsafe { avx2::dot_q4_1x8_x4(x, y) }
+        }
         #[allow(clippy::too_many_arguments)]
         fn attend_avx2(
             q: &[f32],
@@ -371,6 +431,9 @@ impl Kernels {
             q4_0x4,
             q4_1x4,
             q8_0x4,
+            q4_1x8,
+            q4_1x8x4,
+            interleave_q4_1: true,
             attend: attend_avx2,
         })
     }
@@ -440,6 +503,7 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
     match w.ty {
         WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0, Some(k.q4_0x4)),
         WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1, Some(k.q4_1x4)),
+        WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8, k.q4_1x8x4),
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
@@ -489,6 +553,53 @@ fn tiles<W: Pod, A: Pod>(
         tile = tile_end;
     }
 }
+
+/// [`tiles`] for a matrix of interleaved groups of eight rows: `lo` and
+/// `hi` fall on group boundaries.
+fn tiles_x8<W: Pod, A: Pod>(
+    w: &QMatrix,
+    acts: &Acts,
+    out: &SharedMut<f32>,
+    lo: usize,
+    hi: usize,
+    dot: Dot8<W, A>,
+    dot4: Dot8x4<W, A>,
+) {
+    assert!(
+        lo.is_multiple_of(8) && hi.is_multiple_of(8),
+        "a split inside a group of rows"
+    );
+    let (n, rows) = (acts.rows, w.rows);
+    // SAFETY (every write): this thread alone owns rows [lo, hi) of every
+    // activation row's output during this step.
+    let mut tile = lo;
+    while tile < hi {
+        let tile_end = (tile + TILE_ROWS).min(hi);
+        let mut t = 0;
+        while t + 4 <= n {
+            let a = std::array::from_fn(|j| acts.row::<A>(t + j));
+            for g in (tile..tile_end).step_by(8) {
+                for (j, sums) in dot4(w.row::<W>(g / 8), a).into_iter().enumerate() {
+                    unsafe { out.slice((t + j) * rows + g, (t + j) * rows + g + 8) }.copy_from_slice(&sums);
+                }
+            }
+            t += 4;
+        }
+        for t in t..n {
+            let a = acts.row::<A>(t);
+            for g in (tile..tile_end).step_by(8) {
+                unsafe { out.slice(t * rows + g, t * rows + g + 8) }
+                    .copy_from_slice(&dot(w.row::<W>(g / 8), a));
+            }
+        }
+        tile = tile_end;
+    }
+}
+
+/// Eight interleaved weight rows against one activation row.
+pub type Dot8<W, A> = fn(&[W], &[A]) -> [f32; 8];
+/// Eight interleaved weight rows against four activation rows.
+pub type Dot8x4<W, A> = fn(&[W], [&[A]; 4]) -> [[f32; 8]; 4];
 
 /// Dot product of f16 values with f32 values (attention scores).
 fn dot_f16(k: &[f16], q: &[f32]) -> f32 {

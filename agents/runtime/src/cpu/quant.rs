@@ -54,6 +54,51 @@ pub struct BlockQ8_1 {
     pub qs: [i8; QK],
 }
 
+/// Block `b` of eight Q4_1 rows, interleaved (repacked at load for the
+/// SIMD kernels): the eight scales and offsets side by side, then the
+/// nibbles in four runs of 32 bytes. Run `c` holds, for each row `r` in
+/// turn, that row's bytes `4c .. 4c + 4`: low nibbles are its values
+/// `4c .. 4c + 4`, high nibbles its values `16 + 4c .. 20 + 4c`. A 32-byte
+/// load thus gives four values of each of the eight rows, which one
+/// broadcast of four activation bytes multiplies for all eight at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_1x8 {
+    pub d: [f16; 8],
+    pub m: [f16; 8],
+    pub qs: [u8; 4 * QK],
+}
+
+impl BlockQ4_1x8 {
+    /// Interleaves block `b` of each of eight rows.
+    pub fn interleave(rows: [&BlockQ4_1; 8]) -> BlockQ4_1x8 {
+        let mut out = BlockQ4_1x8 {
+            d: rows.map(|b| b.d),
+            m: rows.map(|b| b.m),
+            qs: [0; 4 * QK],
+        };
+        for (r, b) in rows.iter().enumerate() {
+            for c in 0..4 {
+                out.qs[32 * c + 4 * r..][..4].copy_from_slice(&b.qs[4 * c..][..4]);
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block, as it was before interleaving.
+    pub fn row(&self, r: usize) -> BlockQ4_1 {
+        let mut b = BlockQ4_1 {
+            d: self.d[r],
+            m: self.m[r],
+            qs: [0; QK / 2],
+        };
+        for c in 0..4 {
+            b.qs[4 * c..][..4].copy_from_slice(&self.qs[32 * c + 4 * r..][..4]);
+        }
+        b
+    }
+}
+
 /// 4-bit K-quant: eight sub-blocks of 32 values, each with a 6-bit scale
 /// and a 6-bit min: `x = d * scale_j * q - dmin * min_j`.
 #[repr(C)]
@@ -229,6 +274,15 @@ pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             x.d.to_f32() * y.d.to_f32() * sum as f32 + x.m.to_f32() * y.s.to_f32()
         })
         .sum()
+}
+
+/// Eight interleaved Q4_1 rows against one activation row: each row's
+/// dot product, exactly as [`dot_q4_1`] computes it on the row.
+pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ4_1> = x.iter().map(|b| b.row(r)).collect();
+        dot_q4_1(&row, y)
+    })
 }
 
 pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {

@@ -255,6 +255,56 @@ fn q4_1_kernels_match_the_reference() {
     });
 }
 
+/// The eight-row kernels on interleaved Q4_1 rows: each lane within
+/// rounding of the reference dot product of its own row (the kernels sum
+/// in another order), and the four-activation-row kernel exactly the
+/// single one. The eight rows mix fills, so zero and extreme rows sit
+/// beside random ones.
+#[test]
+fn interleaved_q4_1_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let rows: Vec<Vec<BlockQ4_1>> = (0..8)
+            .map(|r| q4_1_blocks(rng, n, if r % 3 == 0 { wf } else { FILLS[r % 3] }))
+            .collect();
+        let x8: Vec<BlockQ4_1x8> = (0..n)
+            .map(|b| BlockQ4_1x8::interleave(std::array::from_fn(|r| &rows[r][b])))
+            .collect();
+        for (r, row) in rows.iter().enumerate() {
+            let back: Vec<BlockQ4_1> = x8.iter().map(|b| b.row(r)).collect();
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&back),
+                bytemuck::cast_slice::<_, u8>(row)
+            );
+        }
+        let acts: Vec<Vec<BlockQ8_1>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
+            .iter()
+            .map(|&f| {
+                let mut a = vec![BlockQ8_1::zeroed(); n];
+                quantize_q8_1(&activations(rng, n * QK, f), &mut a);
+                a
+            })
+            .collect();
+        for k in kernel_sets() {
+            let four = (k.q4_1x8x4)(&x8, std::array::from_fn(|j| &acts[j][..]));
+            for (j, a) in acts.iter().enumerate() {
+                let got = (k.q4_1x8)(&x8, a);
+                assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
+                let ax: Vec<f32> = a
+                    .iter()
+                    .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+                    .collect();
+                for (r, row) in rows.iter().enumerate() {
+                    let mut wx = vec![0.0; n * QK];
+                    dequantize_q4_1(row, &mut wx);
+                    let mag = abs_dot(&wx, &ax) * 1.01 + row.iter().map(|b| b.m.to_f32().abs()).sum::<f32>();
+                    let what = format!("{} q4_1x8 {wf:?}/{af:?}/{n} row {r}", k.name);
+                    assert_close(got[r], dot_q4_1(row, a), mag, &what);
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn q8_0_kernels_match_the_reference() {
     cases(|rng, wf, af, n| {
@@ -437,6 +487,61 @@ fn matmul_splits_rows_across_threads_and_matches_single_dots() {
             }
         }
     }
+}
+
+/// A Q4_1 matrix interleaved at load gives the same products (to
+/// rounding) and the same rows as the matrix it came from, on every
+/// thread count; matrices it cannot interleave stay as they are.
+#[test]
+fn an_interleaved_matrix_computes_what_the_plain_one_does() {
+    let mut rng = Rng(5);
+    let (rows, cols, tokens) = (48, 96, 6);
+    let blocks = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
+    let mut data = Bytes::zeroed(blocks.len() * size_of::<BlockQ4_1>());
+    data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(&blocks));
+    let plain = QMatrix::new(WeightType::Q4_1, rows, cols, data).unwrap();
+    let x8 = plain.interleaved().unwrap();
+    assert_eq!(x8.ty, WeightType::Q4_1x8);
+    let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+    for r in 0..rows {
+        plain.dequantize_row(r, &mut a);
+        x8.dequantize_row(r, &mut b);
+        assert_eq!(a, b, "row {r}");
+    }
+    let x = rng.values(tokens * cols, 1.0);
+    let mut acts = Acts::default();
+    acts.quantize(ActType::Q8_1, &x, cols);
+    for k in kernel_sets() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            let (mut want, mut got) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+            matmul(
+                &pool,
+                &k,
+                &mut [Product {
+                    w: &plain,
+                    acts: &acts,
+                    out: &mut want,
+                }],
+            );
+            matmul(
+                &pool,
+                &k,
+                &mut [Product {
+                    w: &x8,
+                    acts: &acts,
+                    out: &mut got,
+                }],
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_close(*g, *w, 10.0, &format!("{} threads {threads} output {i}", k.name));
+            }
+        }
+    }
+    let odd = QMatrix::new(WeightType::Q4_1, 3, 32, Bytes::zeroed(60)).unwrap();
+    assert!(odd.interleaved().is_none());
+    let err = QMatrix::new(WeightType::Q4_1x8, 12, 32, Bytes::zeroed(240)).unwrap_err();
+    assert!(err.contains("not whole groups of 8"), "{err}");
 }
 
 #[test]
