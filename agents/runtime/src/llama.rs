@@ -268,10 +268,13 @@ impl Llama {
             .and_then(|v| v.to_f32().ok())
             .unwrap_or(1e-5) as f64;
 
+        let kernels = Kernels::detect();
+        tracing::debug!(kernels = kernels.name, threads, "inference kernels");
         let mut loader = Loader {
             content,
             reader,
             path,
+            interleave: kernels.interleave,
             expanded: Vec::new(),
         };
         let embed = loader.matrix("token_embd.weight")?;
@@ -352,29 +355,6 @@ impl Llama {
             rope_theta,
             rms_eps,
         };
-        let kernels = Kernels::detect();
-        tracing::debug!(kernels = kernels.name, threads, "inference kernels");
-        let mut output = output;
-        if kernels.interleave_q4_1 {
-            // Repacked once here, so that every product reads eight rows
-            // with each load (same values, same size).
-            let matrices = layers.iter_mut().flat_map(|l| {
-                [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.w_gate,
-                    &mut l.w_up,
-                    &mut l.w_down,
-                ]
-            });
-            for m in matrices.chain(output.as_mut()) {
-                if let Some(interleaved) = m.interleaved() {
-                    *m = interleaved;
-                }
-            }
-        }
         Ok(Llama {
             cache: KvCache::new(&config),
             config,
@@ -750,6 +730,9 @@ struct Loader<'a, R> {
     content: &'a gguf_file::Content,
     reader: &'a mut R,
     path: &'a Path,
+    /// Interleave rows by eight where the format allows it (for kernels
+    /// that read eight rows at once; same values, same size).
+    interleave: bool,
     /// Formats that had to be expanded.
     expanded: Vec<String>,
 }
@@ -789,7 +772,9 @@ impl<R: std::io::Read + std::io::Seek> Loader<'_, R> {
                 };
                 self.reader.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
                 self.reader.read_exact(data.as_bytes_mut()).map_err(io)?;
-                QMatrix::new(ty, rows, cols, data).map_err(|e| self.err(format!("tensor `{name}`: {e}")))
+                let m = QMatrix::new(ty, rows, cols, data)
+                    .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
+                Ok(if self.interleave { m.interleaved() } else { m })
             }
             None => {
                 self.expanded.push(format!("{:?}", info.ggml_dtype));

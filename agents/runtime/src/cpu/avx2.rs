@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, BlockQ8K, scale_min_k4,
 };
 
 #[inline]
@@ -270,6 +270,73 @@ pub fn dot_q4_1x8_x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
         let w = unpack_x8(x);
         for j in 0..4 {
             acc[j] = block_x8(acc[j], &w, dx, mx, &y[j][i]);
+        }
+    }
+    let mut out = [[0.0f32; 8]; 4];
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: `o` is eight writable f32.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
+}
+
+/// Adds block `y` of one activation row times an interleaved Q8_0 block
+/// (its runs `w`, their absolute values `aw`, scales `dx`) to `acc`. Each
+/// run's pairs can reach 2 × 128 × 128, so they widen to 32 bits at once.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn block_q8_x8(acc: __m256, w: &[__m256i; 8], aw: &[__m256i; 8], dx: __m256, y: &BlockQ8_0) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let mut s = _mm256_setzero_si256();
+    for c in 0..8 {
+        let sy = _mm256_sign_epi8(broadcast4(&y.qs, 4 * c), w[c]);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], sy), ones));
+    }
+    let d = _mm256_mul_ps(dx, _mm256_set1_ps(y.d.to_f32()));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
+}
+
+/// The runs of an interleaved Q8_0 block, their absolute values, and its
+/// scales as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn unpack_q8_x8(x: &BlockQ8_0x8) -> ([__m256i; 8], [__m256i; 8], __m256) {
+    // SAFETY: each run is 32 readable bytes and `d` 16; no alignment needed.
+    let w: [__m256i; 8] =
+        std::array::from_fn(|c| unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) });
+    let aw = w.map(|v| _mm256_sign_epi8(v, v));
+    let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+    (w, aw, dx)
+}
+
+/// Eight interleaved Q8_0 weight rows against one activation row.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let (w, aw, dx) = unpack_q8_x8(x);
+        acc = block_q8_x8(acc, &w, &aw, dx, y);
+    }
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` is eight writable f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// Eight interleaved Q8_0 weight rows against four activation rows.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q8_0x8_x4(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in x.iter().enumerate() {
+        let (w, aw, dx) = unpack_q8_x8(x);
+        for j in 0..4 {
+            acc[j] = block_q8_x8(acc[j], &w, &aw, dx, &y[j][i]);
         }
     }
     let mut out = [[0.0f32; 8]; 4];

@@ -19,7 +19,9 @@ use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pool::{Pool, SharedMut};
-use quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
+use quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
+};
 
 /// Storage format of a weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum WeightType {
     /// for kernels that read eight rows at once, never found in a file.
     Q4_1x8,
     Q8_0,
+    /// Q8_0 with eight rows interleaved ([`BlockQ8_0x8`]); made at load.
+    Q8_0x8,
     Q4K,
     F32,
 }
@@ -64,6 +68,7 @@ impl WeightType {
             WeightType::Q4_1 => (QK, size_of::<BlockQ4_1>()),
             WeightType::Q4_1x8 => (QK, size_of::<BlockQ4_1x8>()),
             WeightType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
+            WeightType::Q8_0x8 => (QK, size_of::<BlockQ8_0x8>()),
             WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
             WeightType::F32 => (1, 4),
         }
@@ -71,7 +76,7 @@ impl WeightType {
 
     pub fn act(self) -> ActType {
         match self {
-            WeightType::Q4_0 | WeightType::Q8_0 => ActType::Q8_0,
+            WeightType::Q4_0 | WeightType::Q8_0 | WeightType::Q8_0x8 => ActType::Q8_0,
             WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
             WeightType::Q4K => ActType::Q8K,
             WeightType::F32 => ActType::F32,
@@ -81,7 +86,7 @@ impl WeightType {
     /// Rows stored together (interleaved), 1 for the plain formats.
     pub fn interleave(self) -> usize {
         match self {
-            WeightType::Q4_1x8 => 8,
+            WeightType::Q4_1x8 | WeightType::Q8_0x8 => 8,
             _ => 1,
         }
     }
@@ -183,23 +188,35 @@ impl QMatrix {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
 
-    /// The same matrix with its Q4_1 rows interleaved by eight, for the
-    /// kernels that read eight rows at once; `None` when the format or the
-    /// row count does not allow it.
-    pub fn interleaved(&self) -> Option<QMatrix> {
-        if self.ty != WeightType::Q4_1 || !self.rows.is_multiple_of(8) {
-            return None;
+    /// The same matrix with its rows interleaved by eight (Q4_1 and Q8_0),
+    /// for the kernels that read eight rows at once; unchanged when the
+    /// format or the row count does not allow it. Each group of eight
+    /// rows is rearranged where it lies (no second copy of the matrix).
+    pub fn interleaved(self) -> QMatrix {
+        if !self.rows.is_multiple_of(8) {
+            return self;
         }
+        match self.ty {
+            WeightType::Q4_1 => self.interleave(WeightType::Q4_1x8, BlockQ4_1x8::interleave),
+            WeightType::Q8_0 => self.interleave(WeightType::Q8_0x8, BlockQ8_0x8::interleave),
+            _ => self,
+        }
+    }
+
+    fn interleave<B: Pod, G: Pod>(mut self, ty: WeightType, group: fn([&B; 8]) -> G) -> QMatrix {
+        assert_eq!(size_of::<G>(), 8 * size_of::<B>(), "a group is eight blocks");
         let blocks = self.cols / QK;
-        let mut data = Bytes::zeroed(self.rows / 8 * blocks * size_of::<BlockQ4_1x8>());
-        let out: &mut [BlockQ4_1x8] = bytemuck::cast_slice_mut(data.as_bytes_mut());
-        for (g, group) in out.chunks_exact_mut(blocks).enumerate() {
-            let rows: [&[BlockQ4_1]; 8] = std::array::from_fn(|r| self.row(8 * g + r));
-            for (b, block) in group.iter_mut().enumerate() {
-                *block = BlockQ4_1x8::interleave(rows.map(|row| &row[b]));
+        let group_bytes = 8 * self.row_bytes;
+        let mut rows = Bytes::zeroed(group_bytes);
+        for g in self.data.as_bytes_mut().chunks_exact_mut(group_bytes) {
+            rows.as_bytes_mut().copy_from_slice(g);
+            let src: &[B] = bytemuck::cast_slice(rows.as_bytes());
+            let out: &mut [G] = bytemuck::cast_slice_mut(g);
+            for (b, block) in out.iter_mut().enumerate() {
+                *block = group(std::array::from_fn(|r| &src[r * blocks + b]));
             }
         }
-        Some(QMatrix::new(WeightType::Q4_1x8, self.rows, self.cols, data).expect("sizes agree"))
+        QMatrix::new(ty, self.rows, self.cols, self.data).expect("sizes agree")
     }
 
     /// Expands row `r` into `out` (`cols` values): the embedding lookup.
@@ -211,6 +228,12 @@ impl QMatrix {
                 let group: &[BlockQ4_1x8] = self.row(r / 8);
                 let blocks: Vec<BlockQ4_1> = group.iter().map(|b| b.row(r % 8)).collect();
                 quant::dequantize_q4_1(&blocks, out)
+            }
+            WeightType::Q8_0x8 => {
+                let group: &[BlockQ8_0x8] = self.row(r / 8);
+                for (b, out) in group.iter().zip(out.chunks_exact_mut(QK)) {
+                    quant::dequantize_q8_0(&[b.row(r % 8)], out);
+                }
             }
             WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
             WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
@@ -278,9 +301,11 @@ pub struct Kernels {
     /// against four.
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
     pub q4_1x8x4: Dot8x4<BlockQ4_1x8, BlockQ8_1>,
-    /// Whether Q4_1 weights are interleaved at load for these kernels
-    /// (where their eight-row kernels are the faster ones).
-    pub interleave_q4_1: bool,
+    pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0>,
+    pub q8_0x8x4: Dot8x4<BlockQ8_0x8, BlockQ8_0>,
+    /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
+    /// kernels (where their eight-row kernels are the faster ones).
+    pub interleave: bool,
     /// One head's attention over a cache (see [`attend`]).
     pub attend: Attend,
 }
@@ -350,7 +375,9 @@ impl Kernels {
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
         q4_1x8: quant::dot_q4_1x8,
         q4_1x8x4: |x, y| y.map(|y| quant::dot_q4_1x8(x, y)),
-        interleave_q4_1: false,
+        q8_0x8: quant::dot_q8_0x8,
+        q8_0x8x4: |x, y| y.map(|y| quant::dot_q8_0x8(x, y)),
+        interleave: false,
         attend,
     };
 
@@ -404,6 +431,12 @@ impl Kernels {
         fn q4_1x8x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
             unsafe { avx2::dot_q4_1x8_x4(x, y) }
         }
+        fn q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+            unsafe { avx2::dot_q8_0x8(x, y) }
+        }
+        fn q8_0x8x4(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
+            unsafe { avx2::dot_q8_0x8_x4(x, y) }
+        }
         #[allow(clippy::too_many_arguments)]
         fn attend_avx2(
             q: &[f32],
@@ -433,7 +466,9 @@ impl Kernels {
             q8_0x4,
             q4_1x8,
             q4_1x8x4,
-            interleave_q4_1: true,
+            q8_0x8,
+            q8_0x8x4,
+            interleave: true,
             attend: attend_avx2,
         })
     }
@@ -505,6 +540,7 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1, Some(k.q4_1x4)),
         WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8, k.q4_1x8x4),
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
+        WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x8x4),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }

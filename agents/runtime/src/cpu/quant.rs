@@ -99,6 +99,44 @@ impl BlockQ4_1x8 {
     }
 }
 
+/// Block `b` of eight Q8_0 rows, interleaved like [`BlockQ4_1x8`]: the
+/// eight scales, then eight runs of 32 bytes; run `c` holds each row's
+/// values `4c .. 4c + 4` in turn.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_0x8 {
+    pub d: [f16; 8],
+    pub qs: [i8; 8 * QK],
+}
+
+impl BlockQ8_0x8 {
+    /// Interleaves block `b` of each of eight rows.
+    pub fn interleave(rows: [&BlockQ8_0; 8]) -> BlockQ8_0x8 {
+        let mut out = BlockQ8_0x8 {
+            d: rows.map(|b| b.d),
+            qs: [0; 8 * QK],
+        };
+        for (r, b) in rows.iter().enumerate() {
+            for c in 0..8 {
+                out.qs[32 * c + 4 * r..][..4].copy_from_slice(&b.qs[4 * c..][..4]);
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block, as it was before interleaving.
+    pub fn row(&self, r: usize) -> BlockQ8_0 {
+        let mut b = BlockQ8_0 {
+            d: self.d[r],
+            qs: [0; QK],
+        };
+        for c in 0..8 {
+            b.qs[4 * c..][..4].copy_from_slice(&self.qs[32 * c + 4 * r..][..4]);
+        }
+        b
+    }
+}
+
 /// 4-bit K-quant: eight sub-blocks of 32 values, each with a 6-bit scale
 /// and a 6-bit min: `x = d * scale_j * q - dmin * min_j`.
 #[repr(C)]
@@ -282,6 +320,15 @@ pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
     std::array::from_fn(|r| {
         let row: Vec<BlockQ4_1> = x.iter().map(|b| b.row(r)).collect();
         dot_q4_1(&row, y)
+    })
+}
+
+/// Eight interleaved Q8_0 rows against one activation row, as
+/// [`dot_q8_0`] computes each.
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ8_0> = x.iter().map(|b| b.row(r)).collect();
+        dot_q8_0(&row, y)
     })
 }
 

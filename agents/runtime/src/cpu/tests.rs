@@ -305,6 +305,52 @@ fn interleaved_q4_1_kernels_match_the_reference() {
     });
 }
 
+/// As above, for interleaved Q8_0 rows.
+#[test]
+fn interleaved_q8_0_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let rows: Vec<Vec<BlockQ8_0>> = (0..8)
+            .map(|r| q8_0_blocks(rng, n, if r % 3 == 0 { wf } else { FILLS[r % 3] }))
+            .collect();
+        let x8: Vec<BlockQ8_0x8> = (0..n)
+            .map(|b| BlockQ8_0x8::interleave(std::array::from_fn(|r| &rows[r][b])))
+            .collect();
+        for (r, row) in rows.iter().enumerate() {
+            let back: Vec<BlockQ8_0> = x8.iter().map(|b| b.row(r)).collect();
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&back),
+                bytemuck::cast_slice::<_, u8>(row)
+            );
+        }
+        let acts: Vec<Vec<BlockQ8_0>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
+            .iter()
+            .map(|&f| {
+                let mut a = vec![BlockQ8_0::zeroed(); n];
+                quantize_q8_0(&activations(rng, n * QK, f), &mut a);
+                a
+            })
+            .collect();
+        for k in kernel_sets() {
+            let four = (k.q8_0x8x4)(&x8, std::array::from_fn(|j| &acts[j][..]));
+            for (j, a) in acts.iter().enumerate() {
+                let got = (k.q8_0x8)(&x8, a);
+                assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
+                let ax: Vec<f32> = a
+                    .iter()
+                    .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+                    .collect();
+                for (r, row) in rows.iter().enumerate() {
+                    let mut wx = vec![0.0; n * QK];
+                    dequantize_q8_0(row, &mut wx);
+                    let mag = abs_dot(&wx, &ax) * 1.01;
+                    let what = format!("{} q8_0x8 {wf:?}/{af:?}/{n} row {r}", k.name);
+                    assert_close(got[r], dot_q8_0(row, a), mag, &what);
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn q8_0_kernels_match_the_reference() {
     cases(|rng, wf, af, n| {
@@ -489,19 +535,35 @@ fn matmul_splits_rows_across_threads_and_matches_single_dots() {
     }
 }
 
-/// A Q4_1 matrix interleaved at load gives the same products (to
+/// A Q4_1 or Q8_0 matrix interleaved at load gives the same products (to
 /// rounding) and the same rows as the matrix it came from, on every
 /// thread count; matrices it cannot interleave stay as they are.
 #[test]
 fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let mut rng = Rng(5);
-    let (rows, cols, tokens) = (48, 96, 6);
-    let blocks = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
-    let mut data = Bytes::zeroed(blocks.len() * size_of::<BlockQ4_1>());
-    data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(&blocks));
-    let plain = QMatrix::new(WeightType::Q4_1, rows, cols, data).unwrap();
-    let x8 = plain.interleaved().unwrap();
-    assert_eq!(x8.ty, WeightType::Q4_1x8);
+    let (rows, cols) = (48, 96);
+    let q4_1 = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
+    let q8_0 = q8_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
+    let matrix = |ty, bytes: &[u8]| {
+        let mut data = Bytes::zeroed(bytes.len());
+        data.as_bytes_mut().copy_from_slice(bytes);
+        QMatrix::new(ty, rows, cols, data).unwrap()
+    };
+    let q4_1 = matrix(WeightType::Q4_1, bytemuck::cast_slice(&q4_1));
+    let q8_0 = matrix(WeightType::Q8_0, bytemuck::cast_slice(&q8_0));
+    for (plain, ty) in [(q4_1, WeightType::Q4_1x8), (q8_0, WeightType::Q8_0x8)] {
+        check_interleaved(&mut rng, &plain, ty);
+    }
+    let odd = QMatrix::new(WeightType::Q4_1, 3, 32, Bytes::zeroed(60)).unwrap();
+    assert_eq!(odd.interleaved().ty, WeightType::Q4_1);
+    let err = QMatrix::new(WeightType::Q4_1x8, 12, 32, Bytes::zeroed(240)).unwrap_err();
+    assert!(err.contains("not whole groups of 8"), "{err}");
+}
+
+fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
+    let (rows, cols, tokens) = (plain.rows, plain.cols, 6);
+    let x8 = plain.clone().interleaved();
+    assert_eq!(x8.ty, ty);
     let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
     for r in 0..rows {
         plain.dequantize_row(r, &mut a);
@@ -510,7 +572,7 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     }
     let x = rng.values(tokens * cols, 1.0);
     let mut acts = Acts::default();
-    acts.quantize(ActType::Q8_1, &x, cols);
+    acts.quantize(ty.act(), &x, cols);
     for k in kernel_sets() {
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
@@ -519,7 +581,7 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
                 &pool,
                 &k,
                 &mut [Product {
-                    w: &plain,
+                    w: plain,
                     acts: &acts,
                     out: &mut want,
                 }],
@@ -534,14 +596,11 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
                 }],
             );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_close(*g, *w, 10.0, &format!("{} threads {threads} output {i}", k.name));
+                let what = format!("{ty:?} {} threads {threads} output {i}", k.name);
+                assert_close(*g, *w, 10.0, &what);
             }
         }
     }
-    let odd = QMatrix::new(WeightType::Q4_1, 3, 32, Bytes::zeroed(60)).unwrap();
-    assert!(odd.interleaved().is_none());
-    let err = QMatrix::new(WeightType::Q4_1x8, 12, 32, Bytes::zeroed(240)).unwrap_err();
-    assert!(err.contains("not whole groups of 8"), "{err}");
 }
 
 #[test]
