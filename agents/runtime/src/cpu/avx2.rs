@@ -412,11 +412,36 @@ pub fn attend(
     let hd = q.len();
     assert!(hd.is_multiple_of(32) && hd <= 256 && out.len() == hd && scores.len() >= n);
     assert!(n == 0 || (n - 1) * stride + hd <= keys.len().min(values.len()));
-    let regs = hd / 8;
+    // The usual head sizes get a copy whose loops have a constant length,
+    // so that the query and the accumulators live in registers.
+    match hd {
+        64 => attend_regs::<8>(q, keys, values, stride, n, scale, scores, out),
+        32 => attend_regs::<4>(q, keys, values, stride, n, scale, scores, out),
+        128 => attend_regs::<16>(q, keys, values, stride, n, scale, scores, out),
+        _ => attend_regs::<32>(q, keys, values, stride, n, scale, scores, out),
+    }
+}
+
+/// [`attend`] with `R` registers of eight per head, or (`R` = 32) as
+/// many as the head needs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn attend_regs<const R: usize>(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let regs = if R < 32 { R } else { q.len() / 8 };
     let (kp, vp, qp) = (keys.as_ptr(), values.as_ptr(), q.as_ptr());
-    let mut qv = [_mm256_setzero_ps(); 32];
+    let mut qv = [_mm256_setzero_ps(); R];
     for (r, v) in qv.iter_mut().enumerate().take(regs) {
-        // SAFETY: 8r + 8 <= hd = q.len().
+        // SAFETY: 8r + 8 <= hd = q.len() (checked by the caller).
         *v = unsafe { _mm256_loadu_ps(qp.add(8 * r)) };
     }
     let scores = &mut scores[..n];
@@ -436,7 +461,7 @@ pub fn attend(
         max = max.max(*s);
     }
     super::softmax_f16(scores, max);
-    let mut acc = [_mm256_setzero_ps(); 32];
+    let mut acc = [_mm256_setzero_ps(); R];
     for (j, &p) in scores.iter().enumerate() {
         let base = j * stride;
         let w = _mm256_set1_ps(p);
