@@ -500,7 +500,10 @@ impl Llama {
             self.embed.dequantize_row(t as usize, row);
         }
         let longest = rows.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
-        resize(&mut s.scores, self.pool.threads() * longest);
+        resize(
+            &mut s.scores,
+            self.pool.threads() * (c.n_head / c.n_kv_head) * longest,
+        );
         let half = hd / 2;
         resize(&mut s.cos, n * half);
         resize(&mut s.sin, n * half);
@@ -635,34 +638,38 @@ impl Llama {
         let (d, hd, kv_dim) = (c.n_embd, c.head_dim, c.kv_dim());
         let n_rep = c.n_head / c.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
-        let items = rows.len() * c.n_head;
+        // Items (row, key/value head) are taken one at a time as threads
+        // finish; an item runs every query head that shares its keys.
+        let items = rows.len() * c.n_kv_head;
+        let group = n_rep * hd;
         let out = SharedMut::new(out);
         let scores = SharedMut::new(scores);
         let k = &self.kernels;
-        // Items (row, head) are taken one at a time as threads finish.
         let next = std::sync::atomic::AtomicUsize::new(0);
         self.pool.run(&|t| {
-            // SAFETY: each thread has its own score row.
-            let sc = unsafe { scores.slice(t * longest, (t + 1) * longest) };
-            let mut qh = vec![0.0f32; hd];
+            // SAFETY: each thread has its own score rows.
+            let sc = unsafe { scores.slice(t * n_rep * longest, (t + 1) * n_rep * longest) };
+            let mut qh = vec![0.0f32; group];
             loop {
                 let item = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if item >= items {
                     break;
                 }
-                let (r, head) = (item / c.n_head, item % c.n_head);
+                let (r, kv_head) = (item / c.n_kv_head, item % c.n_kv_head);
                 let (chunk, pos) = rows[r];
                 let cache = caches[chunk];
                 let (keys, values) = (&cache.k[layer], &cache.v[layer]);
-                let kv_off = head / n_rep * hd;
+                let kv_off = kv_head * hd;
+                let at = r * d + kv_head * group;
                 // ggml multiplies the f16 cache by queries rounded to f16.
-                for (dst, &x) in qh.iter_mut().zip(&q[r * d + head * hd..][..hd]) {
+                for (dst, &x) in qh.iter_mut().zip(&q[at..][..group]) {
                     *dst = f16::from_f32(x).to_f32();
                 }
-                // SAFETY: row r's head slot belongs to this item alone.
-                let y = unsafe { out.slice(r * d + head * hd, r * d + head * hd + hd) };
-                (k.attend)(
+                // SAFETY: row r's slots for these heads belong to this item alone.
+                let y = unsafe { out.slice(at, at + group) };
+                (k.attend_shared)(
                     &qh,
+                    n_rep,
                     &keys[kv_off..],
                     &values[kv_off..],
                     kv_dim,

@@ -477,6 +477,84 @@ fn attend_regs<const R: usize>(
     }
 }
 
+/// [`attend`] for three query heads of size 64 that share one key and
+/// value head (grouped-query attention): each key and value is loaded and
+/// widened once for the three. Each head's arithmetic is exactly that of
+/// [`attend`] alone. `q` and `out` hold the three heads one after
+/// another; `scores` holds at least `3n` values.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub fn attend_3x64(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    const G: usize = 3;
+    const R: usize = 8;
+    assert!(q.len() == G * 64 && out.len() == G * 64 && scores.len() >= G * n);
+    assert!(n == 0 || (n - 1) * stride + 64 <= keys.len().min(values.len()));
+    let (kp, vp) = (keys.as_ptr(), values.as_ptr());
+    // SAFETY: 8r + 8 <= 64 within each head's 64 values of `q`.
+    let qv: [[__m256; R]; G] = std::array::from_fn(|h| {
+        std::array::from_fn(|r| unsafe { _mm256_loadu_ps(q[64 * h + 8 * r..].as_ptr()) })
+    });
+    let (s0, rest) = scores[..G * n].split_at_mut(n);
+    let (s1, s2) = rest.split_at_mut(n);
+    let mut max = [f32::NEG_INFINITY; G];
+    for j in 0..n {
+        let base = j * stride;
+        let mut lanes = [[_mm256_setzero_ps(); 4]; G];
+        for r in 0..R {
+            // SAFETY: base + 8r + 8 <= base + 64 <= keys.len().
+            let k = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(kp.add(base + 8 * r).cast())) };
+            for h in 0..G {
+                lanes[h][r % 4] = _mm256_fmadd_ps(k, qv[h][r], lanes[h][r % 4]);
+            }
+        }
+        for (h, s) in [&mut s0[j], &mut s1[j], &mut s2[j]].into_iter().enumerate() {
+            let l = &lanes[h];
+            *s = hsum_pairwise(_mm256_add_ps(
+                _mm256_add_ps(l[0], l[2]),
+                _mm256_add_ps(l[1], l[3]),
+            )) * scale;
+            max[h] = max[h].max(*s);
+        }
+    }
+    super::softmax_f16(s0, max[0]);
+    super::softmax_f16(s1, max[1]);
+    super::softmax_f16(s2, max[2]);
+    // Values in two halves of four registers, so that the three heads'
+    // accumulators fit in registers.
+    for half in 0..2 {
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for j in 0..n {
+            let base = j * stride + 32 * half;
+            let p = [s0[j], s1[j], s2[j]].map(|p| _mm256_set1_ps(p));
+            for r in 0..4 {
+                // SAFETY: base + 8r + 8 <= j * stride + 64 <= values.len().
+                let v = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(vp.add(base + 8 * r).cast())) };
+                for (acc, &p) in acc.iter_mut().zip(&p) {
+                    acc[r] = _mm256_fmadd_ps(p, v, acc[r]);
+                }
+            }
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            for (r, a) in acc.iter().enumerate() {
+                // SAFETY: 64h + 32 half + 8r + 8 <= 192 = out.len().
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(64 * h + 32 * half + 8 * r), *a) };
+            }
+        }
+    }
+}
+
 /// Horizontal sum in ggml's order: the two halves added, then pairwise.
 #[inline]
 #[target_feature(enable = "avx2,fma")]

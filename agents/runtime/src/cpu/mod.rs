@@ -308,6 +308,33 @@ pub struct Kernels {
     pub interleave: bool,
     /// One head's attention over a cache (see [`attend`]).
     pub attend: Attend,
+    /// Several query heads that share one key and value head (see
+    /// [`attend_shared`]).
+    pub attend_shared: AttendShared,
+}
+
+/// `attend_shared(q, heads, keys, values, stride, n, scale, scores, out)`.
+pub type AttendShared = fn(&[f32], usize, &[f16], &[f16], usize, usize, f32, &mut [f32], &mut [f32]);
+
+/// [`attend`] for `heads` query heads (one after another in `q` and
+/// `out`) over the same keys and values; `scores` holds at least
+/// `heads * n` values. Each head gets exactly what [`attend`] gives it.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_shared(
+    q: &[f32],
+    heads: usize,
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len() / heads;
+    for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+        attend(q, keys, values, stride, n, scale, scores, out);
+    }
 }
 
 /// `attend(q, keys, values, stride, n, scale, scores, out)`.
@@ -379,6 +406,7 @@ impl Kernels {
         q8_0x8x4: |x, y| y.map(|y| quant::dot_q8_0x8(x, y)),
         interleave: false,
         attend,
+        attend_shared,
     };
 
     /// The fastest kernels this CPU runs. `TRIAGE_KERNELS=portable`
@@ -454,6 +482,27 @@ impl Kernels {
                 attend(q, k, v, stride, n, scale, scores, out)
             }
         }
+        #[allow(clippy::too_many_arguments)]
+        fn attend_shared_avx2(
+            q: &[f32],
+            heads: usize,
+            k: &[f16],
+            v: &[f16],
+            stride: usize,
+            n: usize,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            if heads == 3 && q.len() == 3 * 64 {
+                unsafe { avx2::attend_3x64(q, k, v, stride, n, scale, scores, out) }
+            } else {
+                let hd = q.len() / heads;
+                for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+                    attend_avx2(q, k, v, stride, n, scale, scores, out);
+                }
+            }
+        }
         Some(Kernels {
             name: "avx2",
             q4_0,
@@ -470,6 +519,7 @@ impl Kernels {
             q8_0x8x4,
             interleave: true,
             attend: attend_avx2,
+            attend_shared: attend_shared_avx2,
         })
     }
 
