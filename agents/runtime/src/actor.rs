@@ -325,28 +325,24 @@ fn serve(mut engine: Engine, rx: &mpsc::Receiver<LlmJob>) {
             }
         }
         jobs.extend(rx.try_iter());
+        // Generations that arrive together run their prompts in one pass;
+        // other work keeps its place in the queue.
+        let mut arrivals = Vec::new();
         for job in jobs {
             match job {
-                // A panic fails this request alone (its caller sees it).
-                LlmJob::Run(f) => {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut engine)));
-                }
                 LlmJob::Generate {
                     prompt,
                     params,
                     reply,
-                } => {
-                    let begun = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.begin(&prompt, &params)
-                    }));
-                    match begun {
-                        Ok(Ok(decoder)) => active.push(Active { decoder, reply }),
-                        Ok(Err(e)) => reply.fail(e),
-                        Err(_) => reply.fail(Error::RequestPanicked(thread_name())),
-                    }
+                } => arrivals.push((prompt, params, reply)),
+                // A panic fails this request alone (its caller sees it).
+                LlmJob::Run(f) => {
+                    admit(&mut engine, std::mem::take(&mut arrivals), &mut active);
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut engine)));
                 }
             }
         }
+        admit(&mut engine, arrivals, &mut active);
         let stepped =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut engine, &mut active)));
         let failure = match stepped {
@@ -361,6 +357,33 @@ fn serve(mut engine: Engine, rx: &mpsc::Receiver<LlmJob>) {
         if let Some(message) = failure {
             for a in active.drain(..) {
                 a.reply.fail(Error::InvalidRequest(message.clone()));
+            }
+        }
+    }
+}
+
+/// Runs the prompts of newly arrived generations (in one forward pass)
+/// and adds them to the batch; those that cannot start fail alone.
+fn admit(engine: &mut Engine, arrivals: Vec<(Prompt, GenerateParams, Reply)>, active: &mut Vec<Active>) {
+    if arrivals.is_empty() {
+        return;
+    }
+    let requests: Vec<(&Prompt, &GenerateParams)> = arrivals.iter().map(|(p, g, _)| (p, g)).collect();
+    let begun = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.begin_batch(&requests)));
+    drop(requests);
+    match begun {
+        Ok(results) => {
+            for ((_, _, reply), result) in arrivals.into_iter().zip(results) {
+                match result {
+                    Ok(decoder) => active.push(Active { decoder, reply }),
+                    Err(e) => reply.fail(e),
+                }
+            }
+        }
+        Err(_) => {
+            tracing::error!(worker = %thread_name(), "starting generations panicked; the model keeps serving");
+            for (_, _, reply) in arrivals {
+                reply.fail(Error::RequestPanicked(thread_name()));
             }
         }
     }

@@ -405,46 +405,109 @@ impl Engine {
     /// [`Decoder::advance`]. Several decoders advance together through
     /// [`Engine::step`] (batched decoding).
     pub fn begin(&mut self, prompt: &Prompt, params: &GenerateParams) -> Result<Decoder, Error> {
-        params.validate()?;
-        let prompt = self.prompt_tokens(prompt)?;
-        if prompt.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
-        }
+        self.begin_batch(&[(prompt, params)])
+            .pop()
+            .expect("one result per request")
+    }
+
+    /// Starts several generations, their prompts run together in one
+    /// forward pass (requests that arrive at once share the pass); one
+    /// result per request, in order. A bad request fails alone.
+    pub fn begin_batch(&mut self, requests: &[(&Prompt, &GenerateParams)]) -> Vec<Result<Decoder, Error>> {
         let context = self.model.config().context_length;
-        if prompt.len() >= context {
-            return Err(Error::PromptTooLong {
-                prompt_tokens: prompt.len(),
-                context,
+        let mut results: Vec<Option<Result<Decoder, Error>>> = requests.iter().map(|_| None).collect();
+        // Each request's checks, tokens and reused prefix first.
+        let mut ready = Vec::new();
+        for (i, (prompt, params)) in requests.iter().enumerate() {
+            let checked = params.validate().and_then(|()| {
+                let tokens = self.prompt_tokens(prompt)?;
+                if tokens.is_empty() {
+                    return Err(Error::InvalidRequest("the prompt is empty".into()));
+                }
+                if tokens.len() >= context {
+                    return Err(Error::PromptTooLong {
+                        prompt_tokens: tokens.len(),
+                        context,
+                    });
+                }
+                Ok(tokens)
             });
+            match checked {
+                Ok(tokens) => {
+                    let mut cache = KvCache::new(self.model.config());
+                    let cached = self.prefixes.restore(&mut cache, &tokens);
+                    ready.push((i, tokens, cache, cached));
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
         }
         let start = Instant::now();
-        let mut cache = KvCache::new(self.model.config());
-        let cached = self.prefixes.restore(&mut cache, &prompt);
-        let logits = self.model.forward_batch(&mut [Chunk {
-            cache: &mut cache,
-            tokens: &prompt[cached..],
-            logits: Logits::Last,
-        }])?;
-        self.prefixes.store(&cache, prompt.len());
-        Ok(Decoder {
-            params: params.clone(),
-            sampler: Sampler::new(params),
-            utf8: Utf8Stream::default(),
-            stops: StopMatcher::new(params.stop.clone()),
-            history: prompt.clone(),
-            prompt_tokens: prompt.len(),
-            cached,
-            prompt_ms: start.elapsed().as_secs_f64() * 1e3,
-            gen_start: Instant::now(),
-            batch_peak: 1,
-            tokens: Vec::new(),
-            text: String::new(),
-            cache,
-            logits,
-            next: None,
-            finish: None,
-            context,
-        })
+        let mut chunks: Vec<Chunk<'_>> = ready
+            .iter_mut()
+            .map(|(_, tokens, cache, cached)| Chunk {
+                cache,
+                tokens: &tokens[*cached..],
+                logits: Logits::Last,
+            })
+            .collect();
+        let outcome = if chunks.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.model.forward_batch(&mut chunks)
+        };
+        drop(chunks);
+        let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
+        let vocab = self.model.config().vocab_size;
+        let begun: Vec<(usize, Result<Decoder, Error>)> = match outcome {
+            Ok(logits) => ready
+                .into_iter()
+                .zip(logits.chunks_exact(vocab))
+                .map(|((i, tokens, cache, cached), logits)| {
+                    self.prefixes.store(&cache, tokens.len());
+                    let (_, params) = requests[i];
+                    (
+                        i,
+                        Ok(Decoder::new(
+                            params,
+                            tokens,
+                            cache,
+                            cached,
+                            prompt_ms,
+                            logits.to_vec(),
+                            context,
+                        )),
+                    )
+                })
+                .collect(),
+            // A failed pass (no cache has changed): each prompt alone, so
+            // that each gets its own outcome.
+            Err(_) => ready
+                .into_iter()
+                .map(|(i, tokens, mut cache, cached)| {
+                    let start = Instant::now();
+                    let run = self.model.forward_batch(&mut [Chunk {
+                        cache: &mut cache,
+                        tokens: &tokens[cached..],
+                        logits: Logits::Last,
+                    }]);
+                    let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
+                    (
+                        i,
+                        run.map(|logits| {
+                            self.prefixes.store(&cache, tokens.len());
+                            Decoder::new(requests[i].1, tokens, cache, cached, prompt_ms, logits, context)
+                        }),
+                    )
+                })
+                .collect(),
+        };
+        for (i, result) in begun {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every request was checked or run"))
+            .collect()
     }
 
     /// One forward pass for every decoder waiting with a token (see
@@ -576,6 +639,36 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    fn new(
+        params: &GenerateParams,
+        prompt: Vec<u32>,
+        cache: KvCache,
+        cached: usize,
+        prompt_ms: f64,
+        logits: Vec<f32>,
+        context: usize,
+    ) -> Decoder {
+        Decoder {
+            params: params.clone(),
+            sampler: Sampler::new(params),
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(params.stop.clone()),
+            prompt_tokens: prompt.len(),
+            history: prompt,
+            cached,
+            prompt_ms,
+            gen_start: Instant::now(),
+            batch_peak: 1,
+            tokens: Vec::new(),
+            text: String::new(),
+            cache,
+            logits,
+            next: None,
+            finish: None,
+            context,
+        }
+    }
+
     /// Picks the next token from the current logits and reports it.
     /// Returns `true` when the token must run (the next [`Engine::step`]
     /// gives new logits), `false` when the generation has ended.

@@ -707,7 +707,17 @@ async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
         solo.push(llm.generate(Prompt::chat(None, q), params.clone()).await.unwrap());
     }
     llm.with_engine(|e| e.clear_prefix_cache()).await.unwrap();
-    // All four are queued before the first finishes, so they share steps.
+    // All four are queued before the first finishes, so they share steps;
+    // a bad request among them (and one whose prompt is too long) fails
+    // alone.
+    let bad = {
+        let llm = llm.clone();
+        let params = GenerateParams {
+            max_tokens: 0,
+            ..Default::default()
+        };
+        tokio::spawn(async move { llm.generate(Prompt::chat(None, "Hi"), params).await })
+    };
     let tasks: Vec<_> = questions
         .iter()
         .map(|q| {
@@ -716,6 +726,11 @@ async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
             tokio::spawn(async move { llm.generate(prompt, params).await })
         })
         .collect();
+    let too_long = {
+        let llm = llm.clone();
+        let prompt = Prompt::Tokens(vec![1; 9000]);
+        tokio::spawn(async move { llm.generate(prompt, GenerateParams::default()).await })
+    };
     let mut peak = 0;
     for (alone, task) in solo.iter().zip(tasks) {
         let batched = task.await.unwrap().unwrap();
@@ -725,6 +740,13 @@ async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
     }
     // They did share steps: at least the last three to arrive ran together.
     assert!(peak >= 3, "the largest batch was {peak}");
+    let err = bad.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("max_tokens must be at least 1"), "{err}");
+    let err = too_long.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, triage_runtime::Error::PromptTooLong { .. }),
+        "{err}"
+    );
 }
 
 /// A caller that goes away takes its generation out of the batch at the

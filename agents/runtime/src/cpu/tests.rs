@@ -526,6 +526,36 @@ fn shared_key_value_heads_give_each_head_its_own_result() {
     }
 }
 
+/// The branch-free block rounding is C's `roundf` on every value,
+/// including exact halves and the floats just below them.
+#[test]
+fn block_rounding_is_roundf_tie_for_tie() {
+    let mut rng = Rng(17);
+    let mut values: Vec<f32> = rng.values(4096, 130.0);
+    for k in 0..128 {
+        let half = k as f32 + 0.5;
+        for v in [
+            half,
+            -half,
+            half.next_down(),
+            -half.next_down(),
+            half.next_up(),
+            k as f32,
+            -(k as f32),
+        ] {
+            values.push(v);
+        }
+    }
+    values.extend([0.0, -0.0, 0.499_999_97, -0.499_999_97]);
+    values.resize(values.len().next_multiple_of(QK), 0.0);
+    for block in values.chunks_exact(QK) {
+        let got = round_block(block, 1.0);
+        for (g, v) in got.iter().zip(block) {
+            assert_eq!(*g, v.round() as i32, "{v}");
+        }
+    }
+}
+
 #[test]
 fn quantizing_activations_keeps_values_within_half_a_step() {
     let mut rng = Rng(11);
