@@ -8,6 +8,9 @@
 # - peak resident memory of the process doing the generation.
 # At the end it prints the medians, the ratios triage/llama.cpp and the
 # targets (prompt >= 0.8x, generation >= 1.0x at both depths, RSS <= 1.2x).
+# Below that, triage's own workload figures from the same runs: time to
+# first token with a cached system prompt against cold (target <= 0.5x),
+# and 8 concurrent generations against one stream (target >= 3x).
 #
 # llama-bench is built once, from the llama.cpp that the llama-cpp-python
 # sdist vendors, into target/llama.cpp/ (a Python venv supplies cmake and
@@ -315,6 +318,12 @@ METRICS = [
     ("generation_tokens_per_s_depth_prompt", f"generation, depth {p}", "tok/s", 1.0, True),
     ("peak_rss_mb", "peak RSS", "MB", 1.2, False),
 ]
+# triage's own figures for what a multi-specialist workload offers (no
+# llama.cpp counterpart): (section, label, target, higher is better).
+WORKLOAD = [
+    ("ttft", "first token with the system prompt cached / cold", 0.5, False),
+    ("batched", "generation, {concurrency} concurrent / one stream", 3.0, True),
+]
 
 
 def load(name):
@@ -358,6 +367,12 @@ for r in range(1, rounds + 1):
     if r == 1 and t.get("threads", threads) != threads:
         print(f"warning: triage reports {t['threads']} threads, not {threads}", file=sys.stderr)
     triage.append({k: t[k] for k, *_ in METRICS})
+    for section, *_ in WORKLOAD:
+        if "ratio" not in t.get(section, {}):
+            sys.exit(f"error: triage's JSON lacks {section}.ratio")
+        triage[-1][section] = t[section]["ratio"]
+        if section == "batched":
+            concurrency = t[section].get("concurrency", 8)
 
 
 def medians(rows):
@@ -365,6 +380,11 @@ def medians(rows):
 
 
 ours, theirs = medians(triage), medians(llama)
+workload = {}
+for section, label, target, higher in WORKLOAD:
+    ratio = statistics.median(row[section] for row in triage)
+    met = ratio >= target if higher else ratio <= target
+    workload[section] = {"ratio": ratio, ("min_ratio" if higher else "max_ratio"): target, "met": met}
 ratios = {k: (ours[k] / theirs[k] if theirs[k] else None) for k, *_ in METRICS}
 targets = {}
 for k, _, _, target, higher in METRICS:
@@ -382,6 +402,7 @@ if as_json == "1":
         "llama_cpp": {"build_commit": build, "per_round": llama, "median": theirs},
         "ratios": ratios,  # triage / llama.cpp
         "targets": targets,
+        "workload": workload,  # triage alone: medians of its per-round ratios
     }, indent=2))
     sys.exit(0)
 
@@ -398,6 +419,17 @@ for k, label, unit, target, higher in METRICS:
 widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
 print(f"{model}\n{threads} threads, median of {rounds} rounds, "
       f"generation of {gen} tokens; llama.cpp build {build}")
+for row in [header] + rows:
+    print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+header = ["triage alone", "ratio", "target", ""]
+rows = []
+for section, label, target, higher in WORKLOAD:
+    w = workload[section]
+    rows.append([label.format(concurrency=concurrency), f"{w['ratio']:.2f}x",
+                 f"{'>=' if higher else '<='} {target:.1f}x", "pass" if w["met"] else "MISS"])
+widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+print()
 for row in [header] + rows:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 PY

@@ -518,7 +518,13 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             // Attention.
             rms_norm(&s.x, &layer.attn_norm, c.rms_eps, &mut s.h);
-            quantize_for(&mut s.acts, &[&layer.wq, &layer.wk, &layer.wv], &s.h, d);
+            quantize_for(
+                &self.pool,
+                &mut s.acts,
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &s.h,
+                d,
+            );
             {
                 let acts = &s.acts;
                 matmul(
@@ -556,7 +562,7 @@ impl Llama {
                 let caches: Vec<&KvCache> = chunks.iter().map(|ch| &*ch.cache).collect();
                 self.attention(li, &rows, &caches, &s.q, &mut s.att, &mut s.scores, longest);
             }
-            quantize_for(&mut s.acts, &[&layer.wo], &s.att, d);
+            quantize_for(&self.pool, &mut s.acts, &[&layer.wo], &s.att, d);
             matmul(
                 &self.pool,
                 &self.kernels,
@@ -566,7 +572,7 @@ impl Llama {
 
             // Feed-forward.
             rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.h);
-            quantize_for(&mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
+            quantize_for(&self.pool, &mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
             {
                 let acts = &s.acts;
                 matmul(
@@ -578,10 +584,8 @@ impl Llama {
                     ],
                 );
             }
-            for (g, u) in s.gate.iter_mut().zip(&s.up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-            quantize_for(&mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
+            swiglu(&self.pool, &mut s.gate, &s.up);
+            quantize_for(&self.pool, &mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
             matmul(
                 &self.pool,
                 &self.kernels,
@@ -611,7 +615,7 @@ impl Llama {
         let mut h = vec![0.0; last.len()];
         rms_norm(&last, &self.norm, c.rms_eps, &mut h);
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        quantize_for(&mut s.acts, &[output], &h, d);
+        quantize_for(&self.pool, &mut s.acts, &[output], &h, d);
         let mut logits = vec![0.0; picked.len() * c.vocab_size];
         matmul(
             &self.pool,
@@ -692,16 +696,32 @@ fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; 4], out: &'a mut [f32]) -> Produ
 }
 
 /// Quantizes `x` once for each activation format the matrices need.
-fn quantize_for(acts: &mut [Acts; 4], matrices: &[&QMatrix], x: &[f32], cols: usize) {
+fn quantize_for(pool: &Pool, acts: &mut [Acts; 4], matrices: &[&QMatrix], x: &[f32], cols: usize) {
     let mut done = [false; 4];
     for m in matrices {
         let t = m.ty.act();
         let slot = act_slot(t);
         if !done[slot] {
-            acts[slot].quantize(t, x, cols);
+            acts[slot].quantize_on(pool, t, x, cols);
             done[slot] = true;
         }
     }
+}
+
+/// SwiGLU's gate: `gate = silu(gate) * up`, element by element, shared
+/// out among the threads (the exponentials are the costly part).
+fn swiglu(pool: &Pool, gate: &mut [f32], up: &[f32]) {
+    let len = gate.len();
+    let per = len.div_ceil(pool.threads());
+    let gate = SharedMut::new(gate);
+    pool.run(&|t| {
+        let (lo, hi) = ((t * per).min(len), ((t + 1) * per).min(len));
+        // SAFETY: [lo, hi) belongs to this thread alone during the step.
+        let g = unsafe { gate.slice(lo, hi) };
+        for (g, u) in g.iter_mut().zip(&up[lo..hi]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    });
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {

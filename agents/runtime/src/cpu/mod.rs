@@ -252,6 +252,35 @@ pub struct Acts {
 }
 
 impl Acts {
+    /// [`Acts::quantize`] with the rows shared out among the pool's
+    /// threads (same result; worth it from two rows on).
+    pub fn quantize_on(&mut self, pool: &Pool, ty: ActType, x: &[f32], cols: usize) {
+        let rows = x.len() / cols;
+        if rows < 2 || pool.threads() == 1 {
+            return self.quantize(ty, x, cols);
+        }
+        let (elems, bytes) = ty.block();
+        assert!(
+            cols.is_multiple_of(elems),
+            "activation rows of {cols} are not whole blocks of {elems}"
+        );
+        self.ty = Some(ty);
+        self.rows = rows;
+        self.row_bytes = cols / elems * bytes;
+        self.data.resize(rows * self.row_bytes);
+        let rb = self.row_bytes;
+        let data = SharedMut::new(self.data.as_bytes_mut());
+        let per = rows.div_ceil(pool.threads());
+        pool.run(&|t| {
+            let (lo, hi) = ((t * per).min(rows), ((t + 1) * per).min(rows));
+            for r in lo..hi {
+                // SAFETY: row r belongs to this thread alone during the step.
+                let out = unsafe { data.slice(r * rb, (r + 1) * rb) };
+                quantize_row(ty, &x[r * cols..(r + 1) * cols], out);
+            }
+        });
+    }
+
     /// Quantizes `x` (`rows × cols`) to `ty`, reusing the buffer.
     pub fn quantize(&mut self, ty: ActType, x: &[f32], cols: usize) {
         let (elems, bytes) = ty.block();
@@ -267,18 +296,22 @@ impl Acts {
         let rb = self.row_bytes;
         let data = self.data.as_bytes_mut();
         for (r, xs) in x.chunks_exact(cols).enumerate() {
-            let out = &mut data[r * rb..(r + 1) * rb];
-            match ty {
-                ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),
-                ActType::Q8_1 => quant::quantize_q8_1(xs, bytemuck::cast_slice_mut(out)),
-                ActType::Q8K => quant::quantize_q8k(xs, bytemuck::cast_slice_mut(out)),
-                ActType::F32 => out.copy_from_slice(bytemuck::cast_slice(xs)),
-            }
+            quantize_row(ty, xs, &mut data[r * rb..(r + 1) * rb]);
         }
     }
 
     fn row<B: Pod>(&self, r: usize) -> &[B] {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+}
+
+/// One row of activations quantized into `out` (its bytes).
+fn quantize_row(ty: ActType, xs: &[f32], out: &mut [u8]) {
+    match ty {
+        ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),
+        ActType::Q8_1 => quant::quantize_q8_1(xs, bytemuck::cast_slice_mut(out)),
+        ActType::Q8K => quant::quantize_q8k(xs, bytemuck::cast_slice_mut(out)),
+        ActType::F32 => out.copy_from_slice(bytemuck::cast_slice(xs)),
     }
 }
 
