@@ -255,100 +255,115 @@ fn q4_1_kernels_match_the_reference() {
     });
 }
 
-/// The eight-row kernels on interleaved Q4_1 rows: each lane within
-/// rounding of the reference dot product of its own row (the kernels sum
-/// in another order), and the four-activation-row kernel exactly the
-/// single one. The eight rows mix fills, so zero and extreme rows sit
-/// beside random ones.
-#[test]
-fn interleaved_q4_1_kernels_match_the_reference() {
-    cases(|rng, wf, af, n| {
-        let rows: Vec<Vec<BlockQ4_1>> = (0..8)
-            .map(|r| q4_1_blocks(rng, n, if r % 3 == 0 { wf } else { FILLS[r % 3] }))
-            .collect();
-        let x8: Vec<BlockQ4_1x8> = (0..n)
-            .map(|b| BlockQ4_1x8::interleave(std::array::from_fn(|r| &rows[r][b])))
-            .collect();
-        for (r, row) in rows.iter().enumerate() {
-            let back: Vec<BlockQ4_1> = x8.iter().map(|b| b.row(r)).collect();
-            assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&back),
-                bytemuck::cast_slice::<_, u8>(row)
-            );
-        }
-        let acts: Vec<Vec<BlockQ8_1>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
-            .iter()
-            .map(|&f| {
-                let mut a = vec![BlockQ8_1::zeroed(); n];
-                quantize_q8_1(&activations(rng, n * QK, f), &mut a);
-                a
-            })
-            .collect();
-        for k in kernel_sets() {
-            let four = (k.q4_1x8x4)(&x8, std::array::from_fn(|j| &acts[j][..]));
-            for (j, a) in acts.iter().enumerate() {
-                let got = (k.q4_1x8)(&x8, a);
-                assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
-                let ax: Vec<f32> = a
-                    .iter()
-                    .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
-                    .collect();
-                for (r, row) in rows.iter().enumerate() {
-                    let mut wx = vec![0.0; n * QK];
-                    dequantize_q4_1(row, &mut wx);
-                    let mag = abs_dot(&wx, &ax) * 1.01 + row.iter().map(|b| b.m.to_f32().abs()).sum::<f32>();
-                    let what = format!("{} q4_1x8 {wf:?}/{af:?}/{n} row {r}", k.name);
-                    assert_close(got[r], dot_q4_1(row, a), mag, &what);
-                }
-            }
-        }
-    });
+/// One interleaved format under test: how to make, interleave and undo
+/// its blocks, its activations, and its reference and kernels.
+struct Interleaved<W, G, A> {
+    name: &'static str,
+    blocks: fn(&mut Rng, usize, Fill) -> Vec<W>,
+    interleave: fn([&W; 8]) -> G,
+    row: fn(&G, usize) -> W,
+    dequantize: fn(&[W], &mut [f32]),
+    quantize: fn(&[f32], &mut [A]),
+    /// An activation row's values as the kernels see them.
+    expand: fn(&[A]) -> Vec<f32>,
+    /// What the weights add beyond `w · a` to the size of the terms (Q4_1's
+    /// offsets).
+    offsets: fn(&[W]) -> f32,
+    reference: fn(&[W], &[A]) -> f32,
+    one: fn(&Kernels) -> Dot8<G, A>,
+    four: fn(&Kernels) -> Dot8x4<G, A>,
 }
 
-/// As above, for interleaved Q8_0 rows.
-#[test]
-fn interleaved_q8_0_kernels_match_the_reference() {
-    cases(|rng, wf, af, n| {
-        let rows: Vec<Vec<BlockQ8_0>> = (0..8)
-            .map(|r| q8_0_blocks(rng, n, if r % 3 == 0 { wf } else { FILLS[r % 3] }))
-            .collect();
-        let x8: Vec<BlockQ8_0x8> = (0..n)
-            .map(|b| BlockQ8_0x8::interleave(std::array::from_fn(|r| &rows[r][b])))
-            .collect();
-        for (r, row) in rows.iter().enumerate() {
-            let back: Vec<BlockQ8_0> = x8.iter().map(|b| b.row(r)).collect();
-            assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&back),
-                bytemuck::cast_slice::<_, u8>(row)
-            );
-        }
-        let acts: Vec<Vec<BlockQ8_0>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
-            .iter()
-            .map(|&f| {
-                let mut a = vec![BlockQ8_0::zeroed(); n];
-                quantize_q8_0(&activations(rng, n * QK, f), &mut a);
-                a
-            })
-            .collect();
-        for k in kernel_sets() {
-            let four = (k.q8_0x8x4)(&x8, std::array::from_fn(|j| &acts[j][..]));
-            for (j, a) in acts.iter().enumerate() {
-                let got = (k.q8_0x8)(&x8, a);
-                assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
-                let ax: Vec<f32> = a
-                    .iter()
-                    .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
-                    .collect();
-                for (r, row) in rows.iter().enumerate() {
-                    let mut wx = vec![0.0; n * QK];
-                    dequantize_q8_0(row, &mut wx);
-                    let mag = abs_dot(&wx, &ax) * 1.01;
-                    let what = format!("{} q8_0x8 {wf:?}/{af:?}/{n} row {r}", k.name);
-                    assert_close(got[r], dot_q8_0(row, a), mag, &what);
+impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
+    /// The eight-row kernels on interleaved rows: each lane within
+    /// rounding of the reference dot product of its own row (the kernels
+    /// sum in another order), and the four-activation-row kernel exactly
+    /// the single one. The eight rows mix fills, so zero and extreme rows
+    /// sit beside random ones.
+    fn check(&self) {
+        cases(|rng, wf, af, n| {
+            let rows: Vec<Vec<W>> = (0..8)
+                .map(|r| (self.blocks)(rng, n, if r % 3 == 0 { wf } else { FILLS[r % 3] }))
+                .collect();
+            let x8: Vec<G> = (0..n)
+                .map(|b| (self.interleave)(std::array::from_fn(|r| &rows[r][b])))
+                .collect();
+            for (r, row) in rows.iter().enumerate() {
+                let back: Vec<W> = x8.iter().map(|b| (self.row)(b, r)).collect();
+                assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&back),
+                    bytemuck::cast_slice::<_, u8>(row)
+                );
+            }
+            let acts: Vec<Vec<A>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
+                .iter()
+                .map(|&f| {
+                    let mut a = vec![A::zeroed(); n];
+                    (self.quantize)(&activations(rng, n * QK, f), &mut a);
+                    a
+                })
+                .collect();
+            for k in kernel_sets() {
+                let four = (self.four)(&k)(&x8, std::array::from_fn(|j| &acts[j][..]));
+                for (j, a) in acts.iter().enumerate() {
+                    let got = (self.one)(&k)(&x8, a);
+                    assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
+                    let ax = (self.expand)(a);
+                    for (r, row) in rows.iter().enumerate() {
+                        let mut wx = vec![0.0; n * QK];
+                        (self.dequantize)(row, &mut wx);
+                        let mag = abs_dot(&wx, &ax) * 1.01 + (self.offsets)(row);
+                        let what = format!("{} {} {wf:?}/{af:?}/{n} row {r}", k.name, self.name);
+                        assert_close(got[r], (self.reference)(row, a), mag, &what);
+                    }
                 }
             }
-        }
-    });
+        });
+    }
+}
+
+#[test]
+fn interleaved_q4_1_kernels_match_the_reference() {
+    Interleaved {
+        name: "q4_1x8",
+        blocks: q4_1_blocks,
+        interleave: BlockQ4_1x8::interleave,
+        row: BlockQ4_1x8::row,
+        dequantize: dequantize_q4_1,
+        quantize: quantize_q8_1,
+        expand: |a: &[BlockQ8_1]| {
+            a.iter()
+                .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+                .collect()
+        },
+        offsets: |w: &[BlockQ4_1]| w.iter().map(|b| b.m.to_f32().abs()).sum(),
+        reference: dot_q4_1,
+        one: |k| k.q4_1x8,
+        four: |k| k.q4_1x8x4,
+    }
+    .check();
+}
+
+#[test]
+fn interleaved_q8_0_kernels_match_the_reference() {
+    Interleaved {
+        name: "q8_0x8",
+        blocks: q8_0_blocks,
+        interleave: BlockQ8_0x8::interleave,
+        row: BlockQ8_0x8::row,
+        dequantize: dequantize_q8_0,
+        quantize: quantize_q8_0,
+        expand: |a: &[BlockQ8_0]| {
+            a.iter()
+                .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+                .collect()
+        },
+        offsets: |_| 0.0,
+        reference: dot_q8_0,
+        one: |k| k.q8_0x8,
+        four: |k| k.q8_0x8x4,
+    }
+    .check();
 }
 
 #[test]
