@@ -26,7 +26,7 @@ pub use chat::{ChatTemplate, Message};
 pub use embed::{EmbedHandle, Embedder, MAX_TOKENS as EMBED_MAX_TOKENS, cosine};
 pub use embed_cache::EmbeddingCache;
 pub use engine::{
-    Engine, FinishReason, GenerateParams, Generation, GenerationEvent, GenerationStats, LabelScore,
+    Decoder, Engine, FinishReason, GenerateParams, Generation, GenerationEvent, GenerationStats, LabelScore,
     LoadOptions, ModelInfo, Prompt, TokenEvent, default_threads,
 };
 pub use error::Error;
