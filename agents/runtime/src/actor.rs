@@ -81,19 +81,38 @@ impl<M: 'static> Actor<M> {
         &self,
         f: impl FnOnce(&mut M) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let (reply, rx) = oneshot::channel();
+        let (job, reply) = replying(f);
         self.tx
-            .send(Box::new(move |m: &mut M| {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m)));
-                let _ = reply.send(result.map_err(|_| ()));
-            }))
+            .send(job)
             .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
-        match rx.await {
+        reply.wait(&self.name).await
+    }
+}
+
+/// The reply to a job made by [`replying`].
+struct PendingReply<R>(oneshot::Receiver<Result<R, ()>>);
+
+impl<R> PendingReply<R> {
+    /// The job's result; a panic in it, or a worker that went away
+    /// without running it, as the error that says so.
+    async fn wait(self, worker: &str) -> Result<R, Error> {
+        match self.0.await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(())) => Err(Error::RequestPanicked(self.name.to_string())),
-            Err(_) => Err(Error::WorkerGone(self.name.to_string())),
+            Ok(Err(())) => Err(Error::RequestPanicked(worker.to_string())),
+            Err(_) => Err(Error::WorkerGone(worker.to_string())),
         }
     }
+}
+
+/// `f` as a job for a worker thread, which sends its result (or the news
+/// that it panicked) back, and the reply to wait for.
+fn replying<M, R: Send + 'static>(f: impl FnOnce(&mut M) -> R + Send + 'static) -> (Job<M>, PendingReply<R>) {
+    let (reply, rx) = oneshot::channel();
+    let job: Job<M> = Box::new(move |m: &mut M| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(m)));
+        let _ = reply.send(result.map_err(|_| ()));
+    });
+    (job, PendingReply(rx))
 }
 
 fn thread_name() -> String {
@@ -241,18 +260,11 @@ impl LlmHandle {
         &self,
         f: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let (reply, rx) = oneshot::channel();
+        let (job, reply) = replying(f);
         self.tx
-            .send(LlmJob::Run(Box::new(move |e: &mut Engine| {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(e)));
-                let _ = reply.send(result.map_err(|_| ()));
-            })))
+            .send(LlmJob::Run(job))
             .map_err(|_| Error::WorkerGone(self.name.to_string()))?;
-        match rx.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(())) => Err(Error::RequestPanicked(self.name.to_string())),
-            Err(_) => Err(Error::WorkerGone(self.name.to_string())),
-        }
+        reply.wait(&self.name).await
     }
 }
 

@@ -747,6 +747,24 @@ async fn concurrent_generations_are_batched_and_each_matches_its_solo_run() {
         matches!(err, triage_runtime::Error::PromptTooLong { .. }),
         "{err}"
     );
+
+    // A prompt that passes the checks but fails in the shared pass (a
+    // token outside the vocabulary) fails alone there too: the others are
+    // run again without it and start.
+    let outcomes: Vec<Result<(), String>> = llm
+        .with_engine(|e| {
+            let params = GenerateParams::default();
+            let (good, bad) = (Prompt::chat(None, "Hi"), Prompt::Tokens(vec![1, 9_999_999]));
+            e.begin_batch(&[(&good, &params), (&bad, &params), (&good, &params)])
+                .into_iter()
+                .map(|r| r.map(drop).map_err(|e| e.to_string()))
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    let err = outcomes[1].as_ref().unwrap_err();
+    assert!(err.contains("outside the vocabulary"), "{err}");
 }
 
 /// A caller that goes away takes its generation out of the batch at the

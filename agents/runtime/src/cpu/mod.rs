@@ -259,16 +259,7 @@ impl Acts {
         if rows < 2 || pool.threads() == 1 {
             return self.quantize(ty, x, cols);
         }
-        let (elems, bytes) = ty.block();
-        assert!(
-            cols.is_multiple_of(elems),
-            "activation rows of {cols} are not whole blocks of {elems}"
-        );
-        self.ty = Some(ty);
-        self.rows = rows;
-        self.row_bytes = cols / elems * bytes;
-        self.data.resize(rows * self.row_bytes);
-        let rb = self.row_bytes;
+        let rb = self.shape(ty, x.len(), cols);
         let data = SharedMut::new(self.data.as_bytes_mut());
         let per = rows.div_ceil(pool.threads());
         pool.run(&|t| {
@@ -283,21 +274,26 @@ impl Acts {
 
     /// Quantizes `x` (`rows × cols`) to `ty`, reusing the buffer.
     pub fn quantize(&mut self, ty: ActType, x: &[f32], cols: usize) {
+        let rb = self.shape(ty, x.len(), cols);
+        let data = self.data.as_bytes_mut();
+        for (r, xs) in x.chunks_exact(cols).enumerate() {
+            quantize_row(ty, xs, &mut data[r * rb..(r + 1) * rb]);
+        }
+    }
+
+    /// Sets the format and size for `len` values in rows of `cols`,
+    /// reusing the buffer; returns the bytes per row.
+    fn shape(&mut self, ty: ActType, len: usize, cols: usize) -> usize {
         let (elems, bytes) = ty.block();
         assert!(
             cols.is_multiple_of(elems),
             "activation rows of {cols} are not whole blocks of {elems}"
         );
-        let rows = x.len() / cols;
         self.ty = Some(ty);
-        self.rows = rows;
+        self.rows = len / cols;
         self.row_bytes = cols / elems * bytes;
-        self.data.resize(rows * self.row_bytes);
-        let rb = self.row_bytes;
-        let data = self.data.as_bytes_mut();
-        for (r, xs) in x.chunks_exact(cols).enumerate() {
-            quantize_row(ty, xs, &mut data[r * rb..(r + 1) * rb]);
-        }
+        self.data.resize(self.rows * self.row_bytes);
+        self.row_bytes
     }
 
     fn row<B: Pod>(&self, r: usize) -> &[B] {
@@ -364,9 +360,26 @@ pub fn attend_shared(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    head_by_head(attend, q, heads, keys, values, stride, n, scale, scores, out);
+}
+
+/// [`attend_shared`] through a one-head kernel, one head after another.
+#[allow(clippy::too_many_arguments)]
+fn head_by_head(
+    one: Attend,
+    q: &[f32],
+    heads: usize,
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     let hd = q.len() / heads;
     for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        attend(q, keys, values, stride, n, scale, scores, out);
+        one(q, keys, values, stride, n, scale, scores, out);
     }
 }
 
@@ -530,10 +543,7 @@ impl Kernels {
             if heads == 3 && q.len() == 3 * 64 {
                 unsafe { avx2::attend_3x64(q, k, v, stride, n, scale, scores, out) }
             } else {
-                let hd = q.len() / heads;
-                for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-                    attend_avx2(q, k, v, stride, n, scale, scores, out);
-                }
+                head_by_head(attend_avx2, q, heads, k, v, stride, n, scale, scores, out);
             }
         }
         Some(Kernels {
