@@ -182,23 +182,6 @@ pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
 }
 
-/// The nibbles of an interleaved block as eight registers: register `c`
-/// (and `4 + c`) holds values `4c .. 4c + 4` (and `16 + 4c .. 20 + 4c`) of
-/// each of the eight rows, one row per 32-bit lane.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn unpack_x8(x: &BlockQ4_1x8) -> [__m256i; 8] {
-    let low = _mm256_set1_epi8(0x0F);
-    let mut w = [_mm256_setzero_si256(); 8];
-    for c in 0..4 {
-        // SAFETY: run `c` is 32 readable bytes; no alignment needed.
-        let v = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
-        w[c] = _mm256_and_si256(v, low);
-        w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    }
-    w
-}
-
 /// Four activation bytes `at .. at + 4`, repeated in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -209,142 +192,153 @@ fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
     ]))
 }
 
-/// Adds block `y` of one activation row times the unpacked interleaved
-/// block `w` (scales `dx`, offsets `mx`) to `acc`, one row per lane.
-///
-/// The eight partial products stay in 16 bits until the end: each is at
-/// most 2 × 15 × 128 = 3,840, so their sum (≤ 30,720) cannot overflow.
+/// Asks for the memory `PREFETCH_BLOCKS` blocks past `block` (the same
+/// rows' later blocks, or the next rows': they follow in memory), so that
+/// it arrives while this block is computed. A prefetch never faults, so
+/// the address may lie past the weights' end.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn block_x8(acc: __m256, w: &[__m256i; 8], dx: __m256, mx: __m256, y: &BlockQ8_1) -> __m256 {
-    let mut s = _mm256_setzero_si256();
-    for c in 0..4 {
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[c], broadcast4(&y.qs, 4 * c)));
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[4 + c], broadcast4(&y.qs, 16 + 4 * c)));
+fn prefetch_ahead<T>(block: &T) {
+    const PREFETCH_BLOCKS: usize = 4;
+    let size = std::mem::size_of::<T>();
+    let at = (block as *const T)
+        .cast::<i8>()
+        .wrapping_add(PREFETCH_BLOCKS * size);
+    for line in (0..size).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
     }
-    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)));
-    let acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(y.d.to_f32())), acc);
-    _mm256_fmadd_ps(mx, _mm256_set1_ps(y.s.to_f32()), acc)
 }
 
-/// The scales and offsets of an interleaved block, as f32 lanes.
+/// Eight lanes of f32 as an array.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn scales_x8(x: &BlockQ4_1x8) -> (__m256, __m256) {
-    // SAFETY: `d` and `m` are 16 readable bytes each.
-    unsafe {
-        (
-            _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
-            _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast())),
-        )
-    }
-}
-
-/// Eight interleaved Q4_1 weight rows against one activation row.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (dx, mx) = scales_x8(x);
-        acc = block_x8(acc, &unpack_x8(x), dx, mx, y);
-    }
+#[target_feature(enable = "avx2,fma")]
+fn lanes(v: __m256) -> [f32; 8] {
     let mut out = [0.0f32; 8];
     // SAFETY: `out` is eight writable f32.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
     out
 }
 
-/// Eight interleaved Q4_1 weight rows against four activation rows: each
-/// block is unpacked once for all four.
+/// Eight interleaved Q4_1 weight rows against one to eight activation
+/// rows: `out[j]` gets activation row `j`'s eight sums. Each weight block
+/// is loaded and unpacked once for all of them, so a batch streams the
+/// weights from memory once per pass rather than once per four rows.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q4_1x8_x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in x.iter().enumerate() {
-        let (dx, mx) = scales_x8(x);
-        let w = unpack_x8(x);
-        for j in 0..4 {
-            acc[j] = block_x8(acc[j], &w, dx, mx, &y[j][i]);
-        }
+pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+    assert_eq!(y.len(), out.len(), "one output row per activation row");
+    match y.len() {
+        1 => out.copy_from_slice(&q4_1x8_n::<1>(x, y.try_into().unwrap())),
+        2 => out.copy_from_slice(&q4_1x8_n::<2>(x, y.try_into().unwrap())),
+        3 => out.copy_from_slice(&q4_1x8_n::<3>(x, y.try_into().unwrap())),
+        4 => out.copy_from_slice(&q4_1x8_n::<4>(x, y.try_into().unwrap())),
+        5 => out.copy_from_slice(&q4_1x8_n::<5>(x, y.try_into().unwrap())),
+        6 => out.copy_from_slice(&q4_1x8_n::<6>(x, y.try_into().unwrap())),
+        7 => out.copy_from_slice(&q4_1x8_n::<7>(x, y.try_into().unwrap())),
+        8 => out.copy_from_slice(&q4_1x8_n::<8>(x, y.try_into().unwrap())),
+        n => panic!("{n} activation rows at once (the kernels take 1 to 8)"),
     }
-    let mut out = [[0.0f32; 8]; 4];
-    for (o, a) in out.iter_mut().zip(acc) {
-        // SAFETY: `o` is eight writable f32.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
-    }
-    out
 }
 
-/// Adds block `y` of one activation row times an interleaved Q8_0 block
-/// (its runs `w`, their absolute values `aw`, scales `dx`) to `acc`. Each
-/// run's pairs can reach 2 × 128 × 128, so they widen to 32 bits at once.
+/// [`dot_q4_1x8`] for `N` activation rows.
+///
+/// Run `c` of a block (32 bytes) holds bytes `4c .. 4c + 4` of each of the
+/// eight rows, one row per 32-bit lane: their low nibbles are values
+/// `4c .. 4c + 4`, their high nibbles values `16 + 4c .. 20 + 4c`. Each
+/// row's partial products stay in 16 bits until the end of the block: each
+/// is at most 2 × 15 × 128 = 3,840, so their sum (≤ 30,720) cannot
+/// overflow.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-fn block_q8_x8(acc: __m256, w: &[__m256i; 8], aw: &[__m256i; 8], dx: __m256, y: &BlockQ8_0) -> __m256 {
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_1]; N] = y.map(|y| &y[..x.len()]);
+    let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+            let v = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+            let (lo, hi) = (
+                _mm256_and_si256(v, low),
+                _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+            );
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(lo, broadcast4(q, 4 * c)));
+                s[j] = _mm256_add_epi16(s[j], _mm256_maddubs_epi16(hi, broadcast4(q, 16 + 4 * c)));
+            }
+        }
+        // SAFETY: `d` and `m` are 16 readable bytes each.
+        let (dx, mx) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast())),
+            )
+        };
+        for j in 0..N {
+            let b = &y[j][i];
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[j], ones));
+            acc[j] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32())), acc[j]);
+            acc[j] = _mm256_fmadd_ps(mx, _mm256_set1_ps(b.s.to_f32()), acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Eight interleaved Q8_0 weight rows against one to eight activation
+/// rows, as [`dot_q4_1x8`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+    assert_eq!(y.len(), out.len(), "one output row per activation row");
+    match y.len() {
+        1 => out.copy_from_slice(&q8_0x8_n::<1>(x, y.try_into().unwrap())),
+        2 => out.copy_from_slice(&q8_0x8_n::<2>(x, y.try_into().unwrap())),
+        3 => out.copy_from_slice(&q8_0x8_n::<3>(x, y.try_into().unwrap())),
+        4 => out.copy_from_slice(&q8_0x8_n::<4>(x, y.try_into().unwrap())),
+        5 => out.copy_from_slice(&q8_0x8_n::<5>(x, y.try_into().unwrap())),
+        6 => out.copy_from_slice(&q8_0x8_n::<6>(x, y.try_into().unwrap())),
+        7 => out.copy_from_slice(&q8_0x8_n::<7>(x, y.try_into().unwrap())),
+        8 => out.copy_from_slice(&q8_0x8_n::<8>(x, y.try_into().unwrap())),
+        n => panic!("{n} activation rows at once (the kernels take 1 to 8)"),
+    }
+}
+
+/// [`dot_q8_0x8`] for `N` activation rows. Run `c` of a block holds
+/// values `4c .. 4c + 4` of each row; each run's pairs can reach
+/// 2 × 128 × 128, so they widen to 32 bits at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x.len()]);
     let ones = _mm256_set1_epi16(1);
-    let mut s = _mm256_setzero_si256();
-    for c in 0..8 {
-        let sy = _mm256_sign_epi8(broadcast4(&y.qs, 4 * c), w[c]);
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], sy), ones));
-    }
-    let d = _mm256_mul_ps(dx, _mm256_set1_ps(y.d.to_f32()));
-    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
-}
-
-/// The runs of an interleaved Q8_0 block, their absolute values, and its
-/// scales as f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn unpack_q8_x8(x: &BlockQ8_0x8) -> ([__m256i; 8], [__m256i; 8], __m256) {
-    // SAFETY: each run is 32 readable bytes and `d` 16; no alignment needed.
-    let w: [__m256i; 8] =
-        std::array::from_fn(|c| unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) });
-    let aw = w.map(|v| _mm256_sign_epi8(v, v));
-    let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
-    (w, aw, dx)
-}
-
-/// Eight interleaved Q8_0 weight rows against one activation row.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let (w, aw, dx) = unpack_q8_x8(x);
-        acc = block_q8_x8(acc, &w, &aw, dx, y);
-    }
-    let mut out = [0.0f32; 8];
-    // SAFETY: `out` is eight writable f32.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
-    out
-}
-
-/// Eight interleaved Q8_0 weight rows against four activation rows.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q8_0x8_x4(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc = [_mm256_setzero_ps(); N];
     for (i, x) in x.iter().enumerate() {
-        let (w, aw, dx) = unpack_q8_x8(x);
-        for j in 0..4 {
-            acc[j] = block_q8_x8(acc[j], &w, &aw, dx, &y[j][i]);
+        prefetch_ahead(x);
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+            let w = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+            let aw = _mm256_sign_epi8(w, w);
+            for j in 0..N {
+                let sy = _mm256_sign_epi8(broadcast4(&y[j][i].qs, 4 * c), w);
+                s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sy), ones));
+            }
+        }
+        // SAFETY: `d` is 16 readable bytes.
+        let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+        for j in 0..N {
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(y[j][i].d.to_f32()));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j]), d, acc[j]);
         }
     }
-    let mut out = [[0.0f32; 8]; 4];
-    for (o, a) in out.iter_mut().zip(acc) {
-        // SAFETY: `o` is eight writable f32.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
-    }
-    out
+    acc.map(|a| lanes(a))
 }
 
 /// One Q4_0 weight row against four activation rows.

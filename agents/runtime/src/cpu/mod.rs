@@ -326,12 +326,10 @@ pub struct Kernels {
     pub q4_0x4: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
-    /// Eight interleaved weight rows against one activation row, and
-    /// against four.
+    /// Eight interleaved weight rows against one to eight activation rows
+    /// (see [`Dot8`]).
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
-    pub q4_1x8x4: Dot8x4<BlockQ4_1x8, BlockQ8_1>,
     pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0>,
-    pub q8_0x8x4: Dot8x4<BlockQ8_0x8, BlockQ8_0>,
     /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
     /// kernels (where their eight-row kernels are the faster ones).
     pub interleave: bool,
@@ -446,10 +444,16 @@ impl Kernels {
         q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
-        q4_1x8: quant::dot_q4_1x8,
-        q4_1x8x4: |x, y| y.map(|y| quant::dot_q4_1x8(x, y)),
-        q8_0x8: quant::dot_q8_0x8,
-        q8_0x8x4: |x, y| y.map(|y| quant::dot_q8_0x8(x, y)),
+        q4_1x8: |x, y, out| {
+            for (o, y) in out.iter_mut().zip(y) {
+                *o = quant::dot_q4_1x8(x, y);
+            }
+        },
+        q8_0x8: |x, y, out| {
+            for (o, y) in out.iter_mut().zip(y) {
+                *o = quant::dot_q8_0x8(x, y);
+            }
+        },
         interleave: false,
         attend,
         attend_shared,
@@ -499,17 +503,11 @@ impl Kernels {
         fn q8_0x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
             unsafe { avx2::dot_q8_0_x4(x, y) }
         }
-        fn q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
-            unsafe { avx2::dot_q4_1x8(x, y) }
+        fn q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+            unsafe { avx2::dot_q4_1x8(x, y, out) }
         }
-        fn q4_1x8x4(x: &[BlockQ4_1x8], y: [&[BlockQ8_1]; 4]) -> [[f32; 8]; 4] {
-            unsafe { avx2::dot_q4_1x8_x4(x, y) }
-        }
-        fn q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
-            unsafe { avx2::dot_q8_0x8(x, y) }
-        }
-        fn q8_0x8x4(x: &[BlockQ8_0x8], y: [&[BlockQ8_0]; 4]) -> [[f32; 8]; 4] {
-            unsafe { avx2::dot_q8_0x8_x4(x, y) }
+        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+            unsafe { avx2::dot_q8_0x8(x, y, out) }
         }
         #[allow(clippy::too_many_arguments)]
         fn attend_avx2(
@@ -557,9 +555,7 @@ impl Kernels {
             q4_1x4,
             q8_0x4,
             q4_1x8,
-            q4_1x8x4,
             q8_0x8,
-            q8_0x8x4,
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
@@ -631,9 +627,9 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
     match w.ty {
         WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0, Some(k.q4_0x4)),
         WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1, Some(k.q4_1x4)),
-        WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8, k.q4_1x8x4),
+        WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8),
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
-        WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x8x4),
+        WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
@@ -684,7 +680,8 @@ fn tiles<W: Pod, A: Pod>(
 }
 
 /// [`tiles`] for a matrix of interleaved groups of eight rows: `lo` and
-/// `hi` fall on group boundaries.
+/// `hi` fall on group boundaries. Activation rows pass over a tile eight
+/// at a time.
 fn tiles_x8<W: Pod, A: Pod>(
     w: &QMatrix,
     acts: &Acts,
@@ -692,43 +689,37 @@ fn tiles_x8<W: Pod, A: Pod>(
     lo: usize,
     hi: usize,
     dot: Dot8<W, A>,
-    dot4: Dot8x4<W, A>,
 ) {
     assert!(
         lo.is_multiple_of(8) && hi.is_multiple_of(8),
         "a split inside a group of rows"
     );
     let (n, rows) = (acts.rows, w.rows);
-    // SAFETY (every write): this thread alone owns rows [lo, hi) of every
-    // activation row's output during this step.
+    let mut sums = [[0.0f32; 8]; 8];
     let mut tile = lo;
     while tile < hi {
         let tile_end = (tile + TILE_ROWS).min(hi);
-        let mut t = 0;
-        while t + 4 <= n {
-            let a = std::array::from_fn(|j| acts.row::<A>(t + j));
+        for t in (0..n).step_by(8) {
+            let m = (n - t).min(8);
+            let a: [&[A]; 8] = std::array::from_fn(|j| acts.row::<A>(t + j.min(m - 1)));
             for g in (tile..tile_end).step_by(8) {
-                for (j, sums) in dot4(w.row::<W>(g / 8), a).into_iter().enumerate() {
-                    unsafe { out.slice((t + j) * rows + g, (t + j) * rows + g + 8) }.copy_from_slice(&sums);
+                dot(w.row::<W>(g / 8), &a[..m], &mut sums[..m]);
+                for (j, s) in sums[..m].iter().enumerate() {
+                    let at = (t + j) * rows + g;
+                    // SAFETY: this thread alone owns rows [lo, hi) of every
+                    // activation row's output during this step.
+                    unsafe { out.slice(at, at + 8) }.copy_from_slice(s);
                 }
-            }
-            t += 4;
-        }
-        for t in t..n {
-            let a = acts.row::<A>(t);
-            for g in (tile..tile_end).step_by(8) {
-                unsafe { out.slice(t * rows + g, t * rows + g + 8) }
-                    .copy_from_slice(&dot(w.row::<W>(g / 8), a));
             }
         }
         tile = tile_end;
     }
 }
 
-/// Eight interleaved weight rows against one activation row.
-pub type Dot8<W, A> = fn(&[W], &[A]) -> [f32; 8];
-/// Eight interleaved weight rows against four activation rows.
-pub type Dot8x4<W, A> = fn(&[W], [&[A]; 4]) -> [[f32; 8]; 4];
+/// Eight interleaved weight rows against one to eight activation rows:
+/// `dot(w, acts, out)` sets `out[j]` to the eight sums of `acts[j]`
+/// (`acts` and `out` have the same length).
+pub type Dot8<W, A> = fn(&[W], &[&[A]], &mut [[f32; 8]]);
 
 /// Dot product of f16 values with f32 values (attention scores).
 fn dot_f16(k: &[f16], q: &[f32]) -> f32 {

@@ -174,8 +174,21 @@ pub fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
 // ---------------------------------------------------------------------------
 // Quantizing activations (f32 → 8-bit blocks).
 
-fn amax(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+/// The largest magnitude in `x`. Eight independent running maxima (so the
+/// loop vectorizes), then the largest of them: the same value as one
+/// running maximum, since taking maxima can be done in any order.
+pub(crate) fn amax(x: &[f32]) -> f32 {
+    let mut m = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    for v in chunks.remainder() {
+        m[0] = m[0].max(v.abs());
+    }
+    for c in chunks {
+        for (m, v) in m.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    m.into_iter().fold(0.0, f32::max)
 }
 
 /// Rounds half away from zero, as C's `roundf` (what llama.cpp's reference uses).
@@ -187,7 +200,8 @@ fn round(v: f32) -> i32 {
 /// or calls so that the compiler vectorizes it (activations are quantized
 /// before every product): the truncated value, plus one step away from
 /// zero when the dropped fraction is a half or more. `v - trunc(v)` is
-/// exact, so the result is `roundf`'s, tie for tie.
+/// exact, so the result is `roundf`'s, tie for tie. The values must lie
+/// within ±2²² (quantizing scales them to ±127).
 pub(crate) fn round_block(xs: &[f32], id: f32) -> [i32; QK] {
     let mut out = [0i32; QK];
     for (o, &x) in out.iter_mut().zip(xs) {
@@ -198,9 +212,17 @@ pub(crate) fn round_block(xs: &[f32], id: f32) -> [i32; QK] {
         } else {
             0.0
         };
-        *o = (t + step) as i32;
+        *o = integer(t + step);
     }
     out
+}
+
+/// A whole number within ±2²² as an integer, without the checks of `as`
+/// (which keep the loops above from vectorizing): added to 1.5 × 2²³, it
+/// becomes the low bits of the sum's mantissa, exactly.
+fn integer(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {

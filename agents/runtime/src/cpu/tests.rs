@@ -270,15 +270,14 @@ struct Interleaved<W, G, A> {
     /// offsets).
     offsets: fn(&[W]) -> f32,
     reference: fn(&[W], &[A]) -> f32,
-    one: fn(&Kernels) -> Dot8<G, A>,
-    four: fn(&Kernels) -> Dot8x4<G, A>,
+    kernel: fn(&Kernels) -> Dot8<G, A>,
 }
 
 impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
     /// The eight-row kernels on interleaved rows: each lane within
     /// rounding of the reference dot product of its own row (the kernels
-    /// sum in another order), and the four-activation-row kernel exactly
-    /// the single one. The eight rows mix fills, so zero and extreme rows
+    /// sum in another order), and two to eight activation rows at once
+    /// exactly as each alone. The eight rows mix fills, so zero and extreme rows
     /// sit beside random ones.
     fn check(&self) {
         cases(|rng, wf, af, n| {
@@ -295,7 +294,17 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                     bytemuck::cast_slice::<_, u8>(row)
                 );
             }
-            let acts: Vec<Vec<A>> = [af, Fill::Random, Fill::Max, Fill::Zeros]
+            let fills = [
+                af,
+                Fill::Random,
+                Fill::Max,
+                Fill::Zeros,
+                Fill::Random,
+                af,
+                Fill::Max,
+                Fill::Random,
+            ];
+            let acts: Vec<Vec<A>> = fills
                 .iter()
                 .map(|&f| {
                     let mut a = vec![A::zeroed(); n];
@@ -304,18 +313,24 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                 })
                 .collect();
             for k in kernel_sets() {
-                let four = (self.four)(&k)(&x8, std::array::from_fn(|j| &acts[j][..]));
+                let dot = (self.kernel)(&k);
+                let mut one = vec![[0.0f32; 8]; acts.len()];
                 for (j, a) in acts.iter().enumerate() {
-                    let got = (self.one)(&k)(&x8, a);
-                    assert_eq!(four[j], got, "{} x4 vs single, activation row {j}", k.name);
+                    dot(&x8, &[a], &mut one[j..j + 1]);
                     let ax = (self.expand)(a);
                     for (r, row) in rows.iter().enumerate() {
                         let mut wx = vec![0.0; n * QK];
                         (self.dequantize)(row, &mut wx);
                         let mag = abs_dot(&wx, &ax) * 1.01 + (self.offsets)(row);
                         let what = format!("{} {} {wf:?}/{af:?}/{n} row {r}", k.name, self.name);
-                        assert_close(got[r], (self.reference)(row, a), mag, &what);
+                        assert_close(one[j][r], (self.reference)(row, a), mag, &what);
                     }
+                }
+                for m in 2..=acts.len() {
+                    let ys: Vec<&[A]> = acts[..m].iter().map(|a| &a[..]).collect();
+                    let mut many = vec![[0.0f32; 8]; m];
+                    dot(&x8, &ys, &mut many);
+                    assert_eq!(many, one[..m], "{} {} rows at once vs one at a time", k.name, m);
                 }
             }
         });
@@ -338,8 +353,7 @@ fn interleaved_q4_1_kernels_match_the_reference() {
         },
         offsets: |w: &[BlockQ4_1]| w.iter().map(|b| b.m.to_f32().abs()).sum(),
         reference: dot_q4_1,
-        one: |k| k.q4_1x8,
-        four: |k| k.q4_1x8x4,
+        kernel: |k| k.q4_1x8,
     }
     .check();
 }
@@ -360,8 +374,7 @@ fn interleaved_q8_0_kernels_match_the_reference() {
         },
         offsets: |_| 0.0,
         reference: dot_q8_0,
-        one: |k| k.q8_0x8,
-        four: |k| k.q8_0x8x4,
+        kernel: |k| k.q8_0x8,
     }
     .check();
 }
@@ -537,6 +550,23 @@ fn shared_key_value_heads_give_each_head_its_own_result() {
                     k.name
                 );
             }
+        }
+    }
+}
+
+/// The lane-wise largest magnitude is the plain running one, whatever the
+/// length and wherever the largest value sits.
+#[test]
+fn largest_magnitude_matches_a_running_maximum() {
+    let mut rng = Rng(19);
+    for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 576] {
+        for at in [0, n / 2, n.saturating_sub(1)] {
+            let mut x = rng.values(n, 3.0);
+            if n > 0 {
+                x[at] = -9.5;
+            }
+            let want = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(amax(&x), want, "length {n}, largest at {at}");
         }
     }
 }
