@@ -79,9 +79,9 @@ pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut offsets = 0.0f32;
     for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d);
         acc = _mm256_fmadd_ps(d, mul_sum_us8(nibbles(&x.qs), load32(&y.qs)), acc);
-        offsets += x.m.to_f32() * y.s.to_f32();
+        offsets += x.m.to_f32() * y.s;
     }
     hsum(acc) + offsets
 }
@@ -174,9 +174,9 @@ pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
         let (dx, mx) = (x.d.to_f32(), x.m.to_f32());
         for j in 0..4 {
             let y = &y[j][i];
-            let d = _mm256_set1_ps(dx * y.d.to_f32());
+            let d = _mm256_set1_ps(dx * y.d);
             acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(qx, load32(&y.qs)), acc[j]);
-            offsets[j] += mx * y.s.to_f32();
+            offsets[j] += mx * y.s;
         }
     }
     std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
@@ -282,8 +282,8 @@ fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 
         for j in 0..N {
             let b = &y[j][i];
             let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s[j], ones));
-            acc[j] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32())), acc[j]);
-            acc[j] = _mm256_fmadd_ps(mx, _mm256_set1_ps(b.s.to_f32()), acc[j]);
+            acc[j] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(b.d)), acc[j]);
+            acc[j] = _mm256_fmadd_ps(mx, _mm256_set1_ps(b.s), acc[j]);
         }
     }
     acc.map(|a| lanes(a))

@@ -46,11 +46,15 @@ pub struct BlockQ8_0 {
 
 /// 8-bit activations for Q4_1 weights: `x = d * q`, and `s = d * sum(q)`
 /// so that the weights' offset costs one multiply per block.
+///
+/// ggml stores `d` and `s` as f16. These hold the same f16-rounded values
+/// as f32, so that the kernels' inner loops do not convert them for every
+/// block (activations live only in memory, never in a file).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct BlockQ8_1 {
-    pub d: f16,
-    pub s: f16,
+    pub d: f32,
+    pub s: f32,
     pub qs: [i8; QK],
 }
 
@@ -247,8 +251,8 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             *q = r as i8;
         }
         let sum: i32 = rounded.iter().sum();
-        b.d = f16::from_f32(d);
-        b.s = f16::from_f32(d * sum as f32);
+        b.d = f16::from_f32(d).to_f32();
+        b.s = f16::from_f32(d * sum as f32).to_f32();
     }
 }
 
@@ -350,7 +354,7 @@ pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
                 sum += (x.qs[j] & 0x0F) as i32 * y.qs[j] as i32;
                 sum += (x.qs[j] >> 4) as i32 * y.qs[j + QK / 2] as i32;
             }
-            x.d.to_f32() * y.d.to_f32() * sum as f32 + x.m.to_f32() * y.s.to_f32()
+            x.d.to_f32() * y.d * sum as f32 + x.m.to_f32() * y.s
         })
         .sum()
 }

@@ -234,18 +234,13 @@ fn q4_1_kernels_match_the_reference() {
         let mut wx = vec![0.0; n * QK];
         dequantize_q4_1(&w, &mut wx);
         // Q8_1 expands like Q8_0; its `s` is d times the sum of its values.
-        let ax: Vec<f32> = a
-            .iter()
-            .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
-            .collect();
+        let ax: Vec<f32> = a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect();
         for b in &a {
             let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
-            assert_close(
-                b.s.to_f32(),
-                b.d.to_f32() * sum as f32,
-                1e3 * b.s.to_f32().abs(),
-                "q8_1 sum",
-            );
+            assert_close(b.s, b.d * sum as f32, 1e3 * b.s.abs(), "q8_1 sum");
+            // The scales are f16 values, as ggml stores them.
+            assert_eq!(f16::from_f32(b.d).to_f32(), b.d);
+            assert_eq!(f16::from_f32(b.s).to_f32(), b.s);
         }
         let want = dot_q4_1(&w, &a);
         let mag = abs_dot(&wx, &ax) * 1.01;
@@ -346,11 +341,7 @@ fn interleaved_q4_1_kernels_match_the_reference() {
         row: BlockQ4_1x8::row,
         dequantize: dequantize_q4_1,
         quantize: quantize_q8_1,
-        expand: |a: &[BlockQ8_1]| {
-            a.iter()
-                .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
-                .collect()
-        },
+        expand: |a: &[BlockQ8_1]| a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect(),
         offsets: |w: &[BlockQ4_1]| w.iter().map(|b| b.m.to_f32().abs()).sum(),
         reference: dot_q4_1,
         kernel: |k| k.q4_1x8,
