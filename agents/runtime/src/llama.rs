@@ -516,8 +516,17 @@ impl Llama {
         }
 
         for (li, layer) in self.layers.iter().enumerate() {
-            // Attention.
-            rms_norm(&s.x, &layer.attn_norm, c.rms_eps, &mut s.h);
+            // Attention. The previous layer's feed-forward output joins the
+            // residual stream first.
+            let residual = (li > 0).then_some(&s.o[..]);
+            add_norm(
+                &self.pool,
+                &mut s.x,
+                residual,
+                &layer.attn_norm,
+                c.rms_eps,
+                &mut s.h,
+            );
             quantize_for(
                 &self.pool,
                 &mut s.acts,
@@ -537,14 +546,20 @@ impl Llama {
                     ],
                 );
             }
-            for r in 0..n {
-                let (cos, sin) = (&s.cos[r * half..][..half], &s.sin[r * half..][..half]);
-                for head in s.q[r * d..][..d].chunks_exact_mut(hd) {
-                    rope(head, cos, sin);
-                }
-                for head in s.k[r * kv_dim..][..kv_dim].chunks_exact_mut(hd) {
-                    rope(head, cos, sin);
-                }
+            {
+                let (q, k) = (SharedMut::new(&mut s.q), SharedMut::new(&mut s.k));
+                let (cos, sin) = (&s.cos, &s.sin);
+                self.pool.split(n, &|rows| {
+                    for r in rows {
+                        let (cos, sin) = (&cos[r * half..][..half], &sin[r * half..][..half]);
+                        // SAFETY: row r of q and k belongs to this thread alone.
+                        let (q, k) =
+                            unsafe { (q.slice(r * d, (r + 1) * d), k.slice(r * kv_dim, (r + 1) * kv_dim)) };
+                        for head in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                            rope(head, cos, sin);
+                        }
+                    }
+                });
             }
             // Keys and values join each sequence's cache, rounded to f16.
             let mut r = 0;
@@ -568,10 +583,15 @@ impl Llama {
                 &self.kernels,
                 &mut [product(&layer.wo, &s.acts, &mut s.o)],
             );
-            add(&mut s.x, &s.o);
-
             // Feed-forward.
-            rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.h);
+            add_norm(
+                &self.pool,
+                &mut s.x,
+                Some(&s.o),
+                &layer.ffn_norm,
+                c.rms_eps,
+                &mut s.h,
+            );
             quantize_for(&self.pool, &mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
             {
                 let acts = &s.acts;
@@ -591,8 +611,8 @@ impl Llama {
                 &self.kernels,
                 &mut [product(&layer.w_down, &s.acts, &mut s.o)],
             );
-            add(&mut s.x, &s.o);
         }
+        add(&mut s.x, &s.o);
         for ch in chunks.iter_mut() {
             ch.cache.tokens.extend_from_slice(ch.tokens);
         }
@@ -711,23 +731,50 @@ fn quantize_for(pool: &Pool, acts: &mut [Acts; 4], matrices: &[&QMatrix], x: &[f
 /// SwiGLU's gate: `gate = silu(gate) * up`, element by element, shared
 /// out among the threads (the exponentials are the costly part).
 fn swiglu(pool: &Pool, gate: &mut [f32], up: &[f32]) {
-    let len = gate.len();
-    let per = len.div_ceil(pool.threads());
     let gate = SharedMut::new(gate);
-    pool.run(&|t| {
-        let (lo, hi) = ((t * per).min(len), ((t + 1) * per).min(len));
-        // SAFETY: [lo, hi) belongs to this thread alone during the step.
-        let g = unsafe { gate.slice(lo, hi) };
-        for (g, u) in g.iter_mut().zip(&up[lo..hi]) {
+    pool.split(up.len(), &|range| {
+        let up = &up[range.clone()];
+        // SAFETY: the range belongs to this thread alone during the step.
+        let g = unsafe { gate.slice(range.start, range.end) };
+        for (g, u) in g.iter_mut().zip(up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
     });
 }
 
+/// `x += residual` (when given), then `out = rms_norm(x)`, row by row
+/// (rows of `w.len()`), the rows shared out among the threads.
+fn add_norm(pool: &Pool, x: &mut [f32], residual: Option<&[f32]>, w: &[f32], eps: f64, out: &mut [f32]) {
+    let (d, n) = (w.len(), x.len() / w.len());
+    let (x, out) = (SharedMut::new(x), SharedMut::new(out));
+    pool.split(n, &|rows| {
+        let (lo, hi) = (rows.start * d, rows.end * d);
+        // SAFETY: these rows belong to this thread alone during the step.
+        let (x, out) = unsafe { (x.slice(lo, hi), out.slice(lo, hi)) };
+        if let Some(r) = residual {
+            add(x, &r[lo..hi]);
+        }
+        rms_norm(x, w, eps, out);
+    });
+}
+
+/// RMS normalization of each row. The squares are summed in f64, in four
+/// lanes so that the loop vectorizes (in f64 the order leaves no trace in
+/// the f32 scale).
 fn rms_norm(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
     let d = w.len();
     for (xs, ys) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let sum: f64 = xs.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mut lanes = [0.0f64; 4];
+        let quads = xs.chunks_exact(4);
+        for &v in quads.remainder() {
+            lanes[0] += v as f64 * v as f64;
+        }
+        for q in quads {
+            for (l, &v) in lanes.iter_mut().zip(q) {
+                *l += v as f64 * v as f64;
+            }
+        }
+        let sum: f64 = lanes.iter().sum();
         let scale = (1.0 / (sum / d as f64 + eps).sqrt()) as f32;
         for ((y, &v), &g) in ys.iter_mut().zip(xs).zip(w) {
             *y = v * scale * g;

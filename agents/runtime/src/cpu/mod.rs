@@ -255,16 +255,10 @@ impl Acts {
     /// [`Acts::quantize`] with the rows shared out among the pool's
     /// threads (same result; worth it from two rows on).
     pub fn quantize_on(&mut self, pool: &Pool, ty: ActType, x: &[f32], cols: usize) {
-        let rows = x.len() / cols;
-        if rows < 2 || pool.threads() == 1 {
-            return self.quantize(ty, x, cols);
-        }
         let rb = self.shape(ty, x.len(), cols);
         let data = SharedMut::new(self.data.as_bytes_mut());
-        let per = rows.div_ceil(pool.threads());
-        pool.run(&|t| {
-            let (lo, hi) = ((t * per).min(rows), ((t + 1) * per).min(rows));
-            for r in lo..hi {
+        pool.split(x.len() / cols, &|rows| {
+            for r in rows {
                 // SAFETY: row r belongs to this thread alone during the step.
                 let out = unsafe { data.slice(r * rb, (r + 1) * rb) };
                 quantize_row(ty, &x[r * cols..(r + 1) * cols], out);
@@ -576,7 +570,11 @@ pub struct Product<'a> {
     pub out: &'a mut [f32],
 }
 
-/// Weight rows a thread takes at a time in a [`matmul`].
+/// The most weight rows a thread takes at a time in a [`matmul`]. Small
+/// products take smaller chunks (down to 8 rows, a multiple of 8 so that
+/// no chunk splits an interleaved group), at least eight per thread, so
+/// that when one thread finishes its last chunk the other is never left
+/// with much more than a small one.
 const CHUNK_ROWS: usize = 64;
 
 /// Weight rows handled per tile: a tile's rows stay in L1 while every
@@ -602,14 +600,15 @@ pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
     // Threads take chunks of rows as they finish the last one, so a thread
     // slowed by the other's memory traffic (or by another process) does
     // not hold the step up.
+    let chunk = (total / (8 * pool.threads()) / 8 * 8).clamp(8, CHUNK_ROWS);
     let next = AtomicUsize::new(0);
     pool.run(&|_| {
         loop {
-            let start = next.fetch_add(CHUNK_ROWS, Ordering::Relaxed);
+            let start = next.fetch_add(chunk, Ordering::Relaxed);
             if start >= total {
                 break;
             }
-            let end = (start + CHUNK_ROWS).min(total);
+            let end = (start + chunk).min(total);
             let mut offset = 0;
             for (w, acts, out) in &jobs {
                 let (lo, hi) = (start.max(offset), end.min(offset + w.rows));

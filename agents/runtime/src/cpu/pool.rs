@@ -88,6 +88,23 @@ impl Pool {
         self.threads
     }
 
+    /// Runs `f` on each thread's share of `0..n`: contiguous ranges in
+    /// thread order, none empty. Fewer than two items run on the caller
+    /// alone (handing out a step would cost more than it saves).
+    pub fn split(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        if n < 2 || self.threads == 1 {
+            f(0..n);
+            return;
+        }
+        let per = n.div_ceil(self.threads);
+        self.run(&|t| {
+            let (lo, hi) = ((t * per).min(n), ((t + 1) * per).min(n));
+            if lo < hi {
+                f(lo..hi);
+            }
+        });
+    }
+
     /// Runs `f(i)` once on each thread `i` in `0..threads` (0 is the
     /// caller) and returns when all are done. A panic in a worker is
     /// raised here.
@@ -241,6 +258,29 @@ mod tests {
         });
         for c in &counts {
             assert_eq!(c.load(Ordering::SeqCst), 1001);
+        }
+    }
+
+    #[test]
+    fn split_covers_every_item_once_in_contiguous_ranges() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            for n in [0, 1, 2, 3, 7, 64] {
+                let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                let ranges = Mutex::new(Vec::new());
+                pool.split(n, &|r| {
+                    assert!(!r.is_empty() || n == 0, "an empty share of {n}");
+                    for i in r.clone() {
+                        seen[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                    ranges.lock().unwrap().push(r);
+                });
+                assert!(
+                    seen.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                    "{threads} threads, {n} items"
+                );
+                assert!(ranges.lock().unwrap().len() <= threads.max(1));
+            }
         }
     }
 
