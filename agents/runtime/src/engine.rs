@@ -536,9 +536,11 @@ impl Engine {
         drop(chunks);
         let waiting_len = waiting.len();
         let vocab = self.model.config().vocab_size;
-        for (d, row) in waiting.iter_mut().zip(logits.chunks_exact(vocab)) {
+        let sums = self.model.log_sum_exps(&logits);
+        for ((d, row), sum) in waiting.iter_mut().zip(logits.chunks_exact(vocab)).zip(sums) {
             d.logits.clear();
             d.logits.extend_from_slice(row);
+            d.log_sum_exp = Some(sum);
             d.next = None;
             d.batch_peak = d.batch_peak.max(waiting_len);
         }
@@ -632,6 +634,9 @@ pub struct Decoder {
     cache: KvCache,
     /// The logits to pick the next token from.
     logits: Vec<f32>,
+    /// Their log-sum-exp, where a batched step computed it (on all the
+    /// threads); otherwise it is computed when the token is picked.
+    log_sum_exp: Option<f32>,
     /// The token waiting to run in the next [`Engine::step`].
     next: Option<u32>,
     finish: Option<FinishReason>,
@@ -663,6 +668,7 @@ impl Decoder {
             text: String::new(),
             cache,
             logits,
+            log_sum_exp: None,
             next: None,
             finish: None,
             context,
@@ -712,7 +718,11 @@ impl Decoder {
         self.text.push_str(&released);
         let event = TokenEvent {
             id,
-            logprob: self.logits[id as usize] - log_sum_exp(&self.logits),
+            logprob: self.logits[id as usize]
+                - self
+                    .log_sum_exp
+                    .take()
+                    .unwrap_or_else(|| log_sum_exp(&self.logits)),
             text: released,
         };
         let keep_going = on_event(GenerationEvent::Token(&event));

@@ -645,6 +645,22 @@ impl Llama {
         logits
     }
 
+    /// The log-sum-exp of each row of `logits` (rows of the vocabulary's
+    /// size), the rows shared out among the threads.
+    pub fn log_sum_exps(&self, logits: &[f32]) -> Vec<f32> {
+        let vocab = self.config.vocab_size;
+        let rows = logits.len() / vocab;
+        let mut sums = vec![0.0; rows];
+        let out = SharedMut::new(&mut sums);
+        self.pool.split(rows, &|range| {
+            for r in range {
+                // SAFETY: row r's slot belongs to this thread alone.
+                unsafe { out.write(r, log_sum_exp(&logits[r * vocab..(r + 1) * vocab])) };
+            }
+        });
+        sums
+    }
+
     /// Causal attention of every row's query heads over its sequence's
     /// cache, split across the threads by (row, head).
     #[allow(clippy::too_many_arguments)]
