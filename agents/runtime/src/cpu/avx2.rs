@@ -219,6 +219,26 @@ fn lanes(v: __m256) -> [f32; 8] {
     out
 }
 
+/// Calls `$kernel::<N>` with `N` the number of activation rows in `$y`
+/// (1 to 8), and writes its sums to `$out`.
+macro_rules! by_rows {
+    ($kernel:ident, $x:expr, $y:expr, $out:expr) => {{
+        let (y, out) = ($y, $out);
+        assert_eq!(y.len(), out.len(), "one output row per activation row");
+        match y.len() {
+            1 => out.copy_from_slice(&$kernel::<1>($x, y.try_into().unwrap())),
+            2 => out.copy_from_slice(&$kernel::<2>($x, y.try_into().unwrap())),
+            3 => out.copy_from_slice(&$kernel::<3>($x, y.try_into().unwrap())),
+            4 => out.copy_from_slice(&$kernel::<4>($x, y.try_into().unwrap())),
+            5 => out.copy_from_slice(&$kernel::<5>($x, y.try_into().unwrap())),
+            6 => out.copy_from_slice(&$kernel::<6>($x, y.try_into().unwrap())),
+            7 => out.copy_from_slice(&$kernel::<7>($x, y.try_into().unwrap())),
+            8 => out.copy_from_slice(&$kernel::<8>($x, y.try_into().unwrap())),
+            n => panic!("{n} activation rows at once (the kernels take 1 to 8)"),
+        }
+    }};
+}
+
 /// Eight interleaved Q4_1 weight rows against one to eight activation
 /// rows: `out[j]` gets activation row `j`'s eight sums. Each weight block
 /// is loaded and unpacked once for all of them, so a batch streams the
@@ -228,18 +248,7 @@ fn lanes(v: __m256) -> [f32; 8] {
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
-    assert_eq!(y.len(), out.len(), "one output row per activation row");
-    match y.len() {
-        1 => out.copy_from_slice(&q4_1x8_n::<1>(x, y.try_into().unwrap())),
-        2 => out.copy_from_slice(&q4_1x8_n::<2>(x, y.try_into().unwrap())),
-        3 => out.copy_from_slice(&q4_1x8_n::<3>(x, y.try_into().unwrap())),
-        4 => out.copy_from_slice(&q4_1x8_n::<4>(x, y.try_into().unwrap())),
-        5 => out.copy_from_slice(&q4_1x8_n::<5>(x, y.try_into().unwrap())),
-        6 => out.copy_from_slice(&q4_1x8_n::<6>(x, y.try_into().unwrap())),
-        7 => out.copy_from_slice(&q4_1x8_n::<7>(x, y.try_into().unwrap())),
-        8 => out.copy_from_slice(&q4_1x8_n::<8>(x, y.try_into().unwrap())),
-        n => panic!("{n} activation rows at once (the kernels take 1 to 8)"),
-    }
+    by_rows!(q4_1x8_n, x, y, out);
 }
 
 /// [`dot_q4_1x8`] for `N` activation rows.
@@ -296,18 +305,7 @@ fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
-    assert_eq!(y.len(), out.len(), "one output row per activation row");
-    match y.len() {
-        1 => out.copy_from_slice(&q8_0x8_n::<1>(x, y.try_into().unwrap())),
-        2 => out.copy_from_slice(&q8_0x8_n::<2>(x, y.try_into().unwrap())),
-        3 => out.copy_from_slice(&q8_0x8_n::<3>(x, y.try_into().unwrap())),
-        4 => out.copy_from_slice(&q8_0x8_n::<4>(x, y.try_into().unwrap())),
-        5 => out.copy_from_slice(&q8_0x8_n::<5>(x, y.try_into().unwrap())),
-        6 => out.copy_from_slice(&q8_0x8_n::<6>(x, y.try_into().unwrap())),
-        7 => out.copy_from_slice(&q8_0x8_n::<7>(x, y.try_into().unwrap())),
-        8 => out.copy_from_slice(&q8_0x8_n::<8>(x, y.try_into().unwrap())),
-        n => panic!("{n} activation rows at once (the kernels take 1 to 8)"),
-    }
+    by_rows!(q8_0x8_n, x, y, out);
 }
 
 /// [`dot_q8_0x8`] for `N` activation rows. Run `c` of a block holds
