@@ -458,51 +458,32 @@ impl Engine {
         drop(chunks);
         let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
         let vocab = self.model.config().vocab_size;
-        let begun: Vec<(usize, Result<Decoder, Error>)> = match outcome {
-            Ok(logits) => ready
-                .into_iter()
-                .zip(logits.chunks_exact(vocab))
-                .map(|((i, tokens, cache, cached), logits)| {
-                    self.prefixes.store(&cache, tokens.len());
-                    let (_, params) = requests[i];
-                    (
-                        i,
-                        Ok(Decoder::new(
-                            params,
-                            tokens,
-                            cache,
-                            cached,
-                            prompt_ms,
-                            logits.to_vec(),
-                            context,
-                        )),
-                    )
-                })
+        // Each prompt's logits (or error) and the time its pass took.
+        let runs: Vec<(f64, Result<Vec<f32>, Error>)> = match outcome {
+            Ok(logits) => logits
+                .chunks_exact(vocab)
+                .map(|row| (prompt_ms, Ok(row.to_vec())))
                 .collect(),
             // A failed pass (no cache has changed): each prompt alone, so
             // that each gets its own outcome.
             Err(_) => ready
-                .into_iter()
-                .map(|(i, tokens, mut cache, cached)| {
+                .iter_mut()
+                .map(|(_, tokens, cache, cached)| {
                     let start = Instant::now();
                     let run = self.model.forward_batch(&mut [Chunk {
-                        cache: &mut cache,
-                        tokens: &tokens[cached..],
+                        cache,
+                        tokens: &tokens[*cached..],
                         logits: Logits::Last,
                     }]);
-                    let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
-                    (
-                        i,
-                        run.map(|logits| {
-                            self.prefixes.store(&cache, tokens.len());
-                            Decoder::new(requests[i].1, tokens, cache, cached, prompt_ms, logits, context)
-                        }),
-                    )
+                    (start.elapsed().as_secs_f64() * 1e3, run)
                 })
                 .collect(),
         };
-        for (i, result) in begun {
-            results[i] = Some(result);
+        for ((i, tokens, cache, cached), (prompt_ms, run)) in ready.into_iter().zip(runs) {
+            results[i] = Some(run.map(|logits| {
+                self.prefixes.store(&cache, tokens.len());
+                Decoder::new(requests[i].1, tokens, cache, cached, prompt_ms, logits, context)
+            }));
         }
         results
             .into_iter()
@@ -540,7 +521,7 @@ impl Engine {
         for ((d, row), sum) in waiting.iter_mut().zip(logits.chunks_exact(vocab)).zip(sums) {
             d.logits.clear();
             d.logits.extend_from_slice(row);
-            d.log_sum_exp = Some(sum);
+            d.log_sum_exp = sum;
             d.next = None;
             d.batch_peak = d.batch_peak.max(waiting_len);
         }
@@ -634,9 +615,9 @@ pub struct Decoder {
     cache: KvCache,
     /// The logits to pick the next token from.
     logits: Vec<f32>,
-    /// Their log-sum-exp, where a batched step computed it (on all the
-    /// threads); otherwise it is computed when the token is picked.
-    log_sum_exp: Option<f32>,
+    /// Their log-sum-exp (for the picked token's log-probability); a
+    /// batched step computes it on all the threads.
+    log_sum_exp: f32,
     /// The token waiting to run in the next [`Engine::step`].
     next: Option<u32>,
     finish: Option<FinishReason>,
@@ -667,8 +648,8 @@ impl Decoder {
             tokens: Vec::new(),
             text: String::new(),
             cache,
+            log_sum_exp: log_sum_exp(&logits),
             logits,
-            log_sum_exp: None,
             next: None,
             finish: None,
             context,
@@ -718,11 +699,7 @@ impl Decoder {
         self.text.push_str(&released);
         let event = TokenEvent {
             id,
-            logprob: self.logits[id as usize]
-                - self
-                    .log_sum_exp
-                    .take()
-                    .unwrap_or_else(|| log_sum_exp(&self.logits)),
+            logprob: self.logits[id as usize] - self.log_sum_exp,
             text: released,
         };
         let keep_going = on_event(GenerationEvent::Token(&event));
