@@ -700,6 +700,8 @@ fn tiles_x8<W: Pod, A: Pod>(
         let tile_end = (tile + TILE_ROWS).min(hi);
         for t in (0..n).step_by(8) {
             let m = (n - t).min(8);
+            // The `m` rows of this pass; the array's unused slots repeat the
+            // last one (only `a[..m]` is passed on).
             let a: [&[A]; 8] = std::array::from_fn(|j| acts.row::<A>(t + j.min(m - 1)));
             for g in (tile..tile_end).step_by(8) {
                 dot(w.row::<W>(g / 8), &a[..m], &mut sums[..m]);
