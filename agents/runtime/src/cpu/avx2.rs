@@ -18,7 +18,7 @@ use super::quant::{
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -29,7 +29,7 @@ fn hsum(v: __m256) -> f32 {
 /// low lane, the high nibbles (values 16..32) in the high lane.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes; the load has no alignment need.
     let b = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
     let both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
@@ -38,7 +38,7 @@ fn nibbles(qs: &[u8; 16]) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn load32(p: &[i8; 32]) -> __m256i {
+pub(super) fn load32(p: &[i8; 32]) -> __m256i {
     // SAFETY: `p` is 32 readable bytes; the load has no alignment need.
     unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
 }
@@ -185,7 +185,7 @@ pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
 /// Four activation bytes `at .. at + 4`, repeated in every 32-bit lane.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
+pub(super) fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
     let b = &qs[at..at + 4];
     _mm256_set1_epi32(i32::from_le_bytes([
         b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
@@ -198,7 +198,7 @@ fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
 /// the address may lie past the weights' end.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn prefetch_ahead<T>(block: &T) {
+pub(super) fn prefetch_ahead<T>(block: &T) {
     const PREFETCH_BLOCKS: usize = 4;
     let size = std::mem::size_of::<T>();
     let at = (block as *const T)
@@ -212,7 +212,7 @@ fn prefetch_ahead<T>(block: &T) {
 /// Eight lanes of f32 as an array.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn lanes(v: __m256) -> [f32; 8] {
+pub(super) fn lanes(v: __m256) -> [f32; 8] {
     let mut out = [0.0f32; 8];
     // SAFETY: `out` is eight writable f32.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };

@@ -8,9 +8,11 @@
 //! bring), and F32. Any other GGUF format is expanded to F32 at load
 //! (correct, but larger and slower), and said so in the log.
 
+#[macro_use]
 pub mod avx2;
 pub mod pool;
 pub mod quant;
+pub mod vnni;
 
 use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
@@ -308,7 +310,7 @@ fn quantize_row(ty: ActType, xs: &[f32], out: &mut [u8]) {
 /// Dot-product kernels for one CPU, chosen once at load.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
-    /// `avx2` or `portable`.
+    /// `avx512vnni`, `avx2` or `portable`.
     pub name: &'static str,
     pub q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub q4_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
@@ -453,13 +455,114 @@ impl Kernels {
         attend_shared,
     };
 
-    /// The fastest kernels this CPU runs. `TRIAGE_KERNELS=portable`
-    /// forces the plain ones (for comparison and debugging).
+    /// The kernels for this CPU: AVX2 where it has AVX2, FMA and F16C,
+    /// the portable ones elsewhere. `TRIAGE_KERNELS` picks another set:
+    /// `portable` (for comparison and debugging), or `avx512vnni`, which
+    /// is not chosen on its own yet: no CPU with AVX-512 VNNI has run those
+    /// kernels or their tests so far (see [`vnni`]). A set the CPU lacks
+    /// falls back to AVX2.
     pub fn detect() -> Kernels {
-        if std::env::var("TRIAGE_KERNELS").is_ok_and(|v| v == "portable") {
-            return Kernels::PORTABLE;
+        let (kernels, warning) = Kernels::choose(&std::env::var("TRIAGE_KERNELS").unwrap_or_default());
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
         }
-        Kernels::avx2().unwrap_or(Kernels::PORTABLE)
+        kernels
+    }
+
+    /// The set that `TRIAGE_KERNELS=wanted` gives on this CPU, with a
+    /// warning when it is not the one asked for.
+    fn choose(wanted: &str) -> (Kernels, Option<String>) {
+        let fastest = Kernels::avx2().unwrap_or(Kernels::PORTABLE);
+        match wanted {
+            "portable" => (Kernels::PORTABLE, None),
+            "" => (fastest, None),
+            "avx2" if fastest.name == "avx2" => (fastest, None),
+            "avx512vnni" => match Kernels::avx512vnni() {
+                Some(k) => (k, None),
+                None => (
+                    fastest,
+                    Some(format!(
+                        "TRIAGE_KERNELS={wanted}: this CPU lacks AVX-512 VNNI; using the {} kernels",
+                        fastest.name
+                    )),
+                ),
+            },
+            "avx2" => (
+                fastest,
+                Some(format!(
+                    "TRIAGE_KERNELS=avx2: this CPU lacks AVX2, FMA or F16C; using the {} kernels",
+                    fastest.name
+                )),
+            ),
+            other => (
+                fastest,
+                Some(format!(
+                    "TRIAGE_KERNELS={other} is not a kernel set (avx2, avx512vnni or portable); using the {} kernels",
+                    fastest.name
+                )),
+            ),
+        }
+    }
+
+    /// The AVX-512 VNNI kernels (AVX2's, with `vpdpbusd` for the byte
+    /// products; see [`vnni`]), where the CPU has AVX-512 F, BW, VL and
+    /// VNNI besides what [`Kernels::avx2`] needs. They are made to give
+    /// AVX2's results bit for bit, which the kernel tests check on such a
+    /// CPU.
+    #[cfg(target_arch = "x86_64")]
+    pub fn avx512vnni() -> Option<Kernels> {
+        let avx2 = Kernels::avx2()?;
+        if !(is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni"))
+        {
+            return None;
+        }
+        // SAFETY (each wrapper): only reachable after the checks above
+        // found every feature the `vnni` kernels need on this CPU.
+        fn q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { vnni::dot_q4_0(x, y) }
+        }
+        fn q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            unsafe { vnni::dot_q4_1(x, y) }
+        }
+        fn q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { vnni::dot_q8_0(x, y) }
+        }
+        fn q4_0x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { vnni::dot_q4_0_x4(x, y) }
+        }
+        fn q4_1x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            unsafe { vnni::dot_q4_1_x4(x, y) }
+        }
+        fn q8_0x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { vnni::dot_q8_0_x4(x, y) }
+        }
+        fn q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+            unsafe { vnni::dot_q4_1x8(x, y, out) }
+        }
+        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+            unsafe { vnni::dot_q8_0x8(x, y, out) }
+        }
+        // Q4_K, F32 and attention have no byte products to speed up: AVX2's.
+        Some(Kernels {
+            name: "avx512vnni",
+            q4_0,
+            q4_1,
+            q8_0,
+            q4_0x4,
+            q4_1x4,
+            q8_0x4,
+            q4_1x8,
+            q8_0x8,
+            ..avx2
+        })
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn avx512vnni() -> Option<Kernels> {
+        None
     }
 
     /// The AVX2 kernels, where the CPU has AVX2 and FMA.

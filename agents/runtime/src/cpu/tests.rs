@@ -140,6 +140,7 @@ fn abs_dot(x: &[f32], y: &[f32]) -> f32 {
 fn kernel_sets() -> Vec<Kernels> {
     let mut sets = vec![Kernels::PORTABLE];
     sets.extend(Kernels::avx2());
+    sets.extend(Kernels::avx512vnni());
     sets
 }
 
@@ -368,6 +369,104 @@ fn interleaved_q8_0_kernels_match_the_reference() {
         kernel: |k| k.q8_0x8,
     }
     .check();
+}
+
+/// The AVX-512 VNNI kernels give exactly AVX2's results (the same integer
+/// sums, then the same float operations), so a model's outputs do not
+/// depend on which of the two a CPU gets. Runs where the CPU has AVX-512
+/// VNNI (whatever `TRIAGE_KERNELS` says).
+#[test]
+fn vnni_kernels_give_avx2_results_bit_for_bit() {
+    let (Some(avx2), Some(vnni)) = (Kernels::avx2(), Kernels::avx512vnni()) else {
+        eprintln!("this CPU has no AVX-512 VNNI: the VNNI kernels cannot run here");
+        return;
+    };
+    let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
+        let x = activations(rng, n * QK, f);
+        let (mut a0, mut a1) = (vec![BlockQ8_0::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
+        quantize_q8_0(&x, &mut a0);
+        quantize_q8_1(&x, &mut a1);
+        (a0, a1)
+    };
+    cases(|rng, wf, af, n| {
+        let what = format!("{wf:?}/{af:?}/{n}");
+        let fill = |j: usize| if j.is_multiple_of(3) { af } else { FILLS[j % 3] };
+        let acts: Vec<_> = (0..8).map(|j| acts_of(rng, n, fill(j))).collect();
+        let (y0, y1): (Vec<&[BlockQ8_0]>, Vec<&[BlockQ8_1]>) =
+            acts.iter().map(|(a0, a1)| (&a0[..], &a1[..])).unzip();
+        let w40 = q4_0_blocks(rng, n, wf);
+        let w41: Vec<_> = (0..8).map(|r| q4_1_blocks(rng, n, fill(r))).collect();
+        let w80: Vec<_> = (0..8).map(|r| q8_0_blocks(rng, n, fill(r))).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let same = |a: &[f32], b: &[f32], kernel: &str| {
+            assert_eq!(bits(a), bits(b), "{kernel} {what}: avx2 {a:?} vs vnni {b:?}");
+        };
+        let (w41, w80) = (&w41, &w80);
+        same(&[(avx2.q4_0)(&w40, y0[0])], &[(vnni.q4_0)(&w40, y0[0])], "q4_0");
+        same(
+            &[(avx2.q4_1)(&w41[0], y1[0])],
+            &[(vnni.q4_1)(&w41[0], y1[0])],
+            "q4_1",
+        );
+        same(
+            &[(avx2.q8_0)(&w80[0], y0[0])],
+            &[(vnni.q8_0)(&w80[0], y0[0])],
+            "q8_0",
+        );
+        let f0: [&[BlockQ8_0]; 4] = y0[..4].try_into().unwrap();
+        let f1: [&[BlockQ8_1]; 4] = y1[..4].try_into().unwrap();
+        same(&(avx2.q4_0x4)(&w40, f0), &(vnni.q4_0x4)(&w40, f0), "q4_0x4");
+        same(&(avx2.q4_1x4)(&w41[1], f1), &(vnni.q4_1x4)(&w41[1], f1), "q4_1x4");
+        same(&(avx2.q8_0x4)(&w80[1], f0), &(vnni.q8_0x4)(&w80[1], f0), "q8_0x4");
+        let g41: Vec<_> = (0..n)
+            .map(|b| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[r][b])))
+            .collect();
+        let g80: Vec<_> = (0..n)
+            .map(|b| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[r][b])))
+            .collect();
+        for m in 1..=8 {
+            let (mut a, mut b) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
+            (avx2.q4_1x8)(&g41, &y1[..m], &mut a);
+            (vnni.q4_1x8)(&g41, &y1[..m], &mut b);
+            same(
+                a.as_flattened(),
+                b.as_flattened(),
+                &format!("q4_1x8 with {m} rows"),
+            );
+            (avx2.q8_0x8)(&g80, &y0[..m], &mut a);
+            (vnni.q8_0x8)(&g80, &y0[..m], &mut b);
+            same(
+                a.as_flattened(),
+                b.as_flattened(),
+                &format!("q8_0x8 with {m} rows"),
+            );
+        }
+    });
+}
+
+#[test]
+fn triage_kernels_picks_a_set_and_says_when_it_cannot() {
+    let fastest = Kernels::avx2().map_or("portable", |k| k.name);
+    let (k, warning) = Kernels::choose("");
+    assert_eq!((k.name, warning), (fastest, None));
+    let (k, warning) = Kernels::choose("portable");
+    assert_eq!((k.name, warning), ("portable", None));
+    let (k, warning) = Kernels::choose("avx512vnni");
+    match Kernels::avx512vnni() {
+        Some(_) => assert_eq!((k.name, warning), ("avx512vnni", None)),
+        None => {
+            assert_eq!(k.name, fastest);
+            let warning = warning.expect("a warning");
+            assert!(warning.contains("lacks AVX-512 VNNI"), "{warning}");
+        }
+    }
+    let (k, warning) = Kernels::choose("avx9000");
+    assert_eq!(k.name, fastest);
+    let warning = warning.expect("a warning");
+    assert!(
+        warning.contains("avx9000 is not a kernel set (avx2, avx512vnni or portable)"),
+        "{warning}"
+    );
 }
 
 #[test]

@@ -1,0 +1,247 @@
+//! AVX-512 VNNI dot products for the byte-quantized formats (Q4_0, Q4_1,
+//! Q8_0, and their four- and eight-row forms).
+//!
+//! They are [`super::avx2`]'s kernels with one change: `vpdpbusd` sums
+//! four unsigned × signed byte products into each 32-bit lane in one
+//! instruction, where AVX2 needs `vpmaddubsw` (into 16-bit pairs), then
+//! `vpmaddwd` (into 32 bits) or 16-bit adds. Both group the products four
+//! bytes to a lane and sum them exactly, so every block's integer sums
+//! are the same, and the float arithmetic after them is AVX2's, operation
+//! for operation: these kernels are to give AVX2's results bit for bit, so
+//! that a model answers the same on either CPU. The kernel tests check it,
+//! and check them against the plain reference, on any CPU that has AVX-512
+//! VNNI.
+//!
+//! No such CPU has run them yet: this project's machines have AVX2 only,
+//! and neither QEMU (which does not emulate AVX-512) nor Bochs 2.7 with
+//! Debian's 6.1 kernel (which turns XSAVE off on the emulated CPU's state
+//! layout, and then stalls at the APIC timer) could stand in for one. So
+//! [`super::Kernels::detect`] picks them only when `TRIAGE_KERNELS=avx512vnni`
+//! asks; once their tests have passed on such a CPU, they can be the default
+//! there.
+//!
+//! The vectors are 256 bits wide (`AVX512VL`), so the block layouts, the
+//! interleaved rows and the helpers are AVX2's. A block's products go to
+//! two accumulators, so that a single activation row does not wait on one
+//! chain of `vpdpbusd` latencies.
+//!
+//! Every function here requires AVX2, FMA, F16C, AVX512F, AVX512BW,
+//! AVX512VL and AVX512_VNNI; [`super::Kernels::avx512vnni`] hands them out
+//! only where the CPU has them all.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{broadcast4, hsum, lanes, load32, nibbles, prefetch_ahead};
+use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+
+/// Each 32-bit lane's four unsigned × signed byte products, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, sy))
+}
+
+/// Each 32-bit lane's four signed × signed byte products, as f32: |x|
+/// times y with x's signs (Q8 blocks never hold -128).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&y.qs)), acc);
+    }
+    hsum(acc)
+}
+
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d);
+        acc = _mm256_fmadd_ps(d, mul_sum_us8(nibbles(&x.qs), load32(&y.qs)), acc);
+        offsets += x.m.to_f32() * y.s;
+    }
+    hsum(acc) + offsets
+}
+
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in x.iter().zip(y) {
+        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&x.qs), load32(&y.qs)), acc);
+    }
+    hsum(acc)
+}
+
+/// One Q4_1 weight row against four activation rows.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for (i, x) in x.iter().enumerate() {
+        let qx = nibbles(&x.qs);
+        let (dx, mx) = (x.d.to_f32(), x.m.to_f32());
+        for j in 0..4 {
+            let y = &y[j][i];
+            let d = _mm256_set1_ps(dx * y.d);
+            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(qx, load32(&y.qs)), acc[j]);
+            offsets[j] += mx * y.s;
+        }
+    }
+    std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
+}
+
+/// One Q4_0 weight row against four activation rows.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let eight = _mm256_set1_epi8(8);
+    for (i, x) in x.iter().enumerate() {
+        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+        signed_block_x4(&mut acc, qx, x.d.to_f32(), y, i);
+    }
+    std::array::from_fn(|j| hsum(acc[j]))
+}
+
+/// One Q8_0 weight row against four activation rows.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, x) in x.iter().enumerate() {
+        signed_block_x4(&mut acc, load32(&x.qs), x.d.to_f32(), y, i);
+    }
+    std::array::from_fn(|j| hsum(acc[j]))
+}
+
+/// Adds a signed weight block `qx` (scale `dx`) times block `i` of each of
+/// four Q8_0 activation rows to their accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn signed_block_x4(acc: &mut [__m256; 4], qx: __m256i, dx: f32, y: [&[BlockQ8_0]; 4], i: usize) {
+    let ax = _mm256_sign_epi8(qx, qx);
+    for (acc, y) in acc.iter_mut().zip(y) {
+        let y = &y[i];
+        let d = _mm256_set1_ps(dx * y.d.to_f32());
+        let sy = _mm256_sign_epi8(load32(&y.qs), qx);
+        *acc = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), *acc);
+    }
+}
+
+/// Eight interleaved Q4_1 weight rows against one to eight activation
+/// rows, as [`super::avx2::dot_q4_1x8`].
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+    by_rows!(q4_1x8_n, x, y, out);
+}
+
+/// [`dot_q4_1x8`] for `N` activation rows. Run `c` of a block holds bytes
+/// `4c .. 4c + 4` of each of the eight rows, one row per lane: the low
+/// nibbles meet activations `4c .. 4c + 4` and the high nibbles
+/// activations `16 + 4c .. 20 + 4c`, each half in its own accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_1]; N] = y.map(|y| &y[..x.len()]);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut s = [[_mm256_setzero_si256(); 2]; N];
+        for c in 0..4 {
+            // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+            let v = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+            let (lo, hi) = (
+                _mm256_and_si256(v, low),
+                _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+            );
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                s[j][0] = _mm256_dpbusd_epi32(s[j][0], lo, broadcast4(q, 4 * c));
+                s[j][1] = _mm256_dpbusd_epi32(s[j][1], hi, broadcast4(q, 16 + 4 * c));
+            }
+        }
+        // SAFETY: `d` and `m` are 16 readable bytes each.
+        let (dx, mx) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(x.m.as_ptr().cast())),
+            )
+        };
+        for j in 0..N {
+            let b = &y[j][i];
+            let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(s[j][0], s[j][1]));
+            acc[j] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dx, _mm256_set1_ps(b.d)), acc[j]);
+            acc[j] = _mm256_fmadd_ps(mx, _mm256_set1_ps(b.s), acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Eight interleaved Q8_0 weight rows against one to eight activation
+/// rows, as [`super::avx2::dot_q8_0x8`].
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+    by_rows!(q8_0x8_n, x, y, out);
+}
+
+/// [`dot_q8_0x8`] for `N` activation rows. Run `c` of a block holds
+/// values `4c .. 4c + 4` of each row; even and odd runs go to separate
+/// accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x.len()]);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut s = [[_mm256_setzero_si256(); 2]; N];
+        for c in 0..8 {
+            // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+            let w = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+            let aw = _mm256_sign_epi8(w, w);
+            for j in 0..N {
+                let sy = _mm256_sign_epi8(broadcast4(&y[j][i].qs, 4 * c), w);
+                s[j][c % 2] = _mm256_dpbusd_epi32(s[j][c % 2], aw, sy);
+            }
+        }
+        // SAFETY: `d` is 16 readable bytes.
+        let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+        for j in 0..N {
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(y[j][i].d.to_f32()));
+            let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(s[j][0], s[j][1]));
+            acc[j] = _mm256_fmadd_ps(sums, d, acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
