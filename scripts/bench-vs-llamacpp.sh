@@ -348,7 +348,7 @@ def triage_object(text):
 
 
 llama, triage = [], []
-build = None
+build = kernels = None
 for r in range(1, rounds + 1):
     pp = json.loads(load(f"llama-prompt-{r}.json"))
     tg = json.loads(load(f"llama-gen-{r}.json"))
@@ -364,6 +364,7 @@ for r in range(1, rounds + 1):
     missing = [k for k, *_ in METRICS if k not in t]
     if missing:
         sys.exit(f"error: triage's JSON lacks {', '.join(missing)}")
+    kernels = kernels or t.get("kernels", "unknown")
     if r == 1 and t.get("threads", threads) != threads:
         print(f"warning: triage reports {t['threads']} threads, not {threads}", file=sys.stderr)
     triage.append({k: t[k] for k, *_ in METRICS})
@@ -395,6 +396,7 @@ if as_json == "1":
     print(json.dumps({
         "model": model,
         "threads": threads,
+        "triage_kernels": kernels,
         "rounds": rounds,
         "prompt_tokens": p,
         "gen_tokens": gen,
@@ -418,7 +420,7 @@ for k, label, unit, target, higher in METRICS:
                  "pass" if targets[k]["met"] else "MISS"])
 widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
 print(f"{model}\n{threads} threads, median of {rounds} rounds, "
-      f"generation of {gen} tokens; llama.cpp build {build}")
+      f"generation of {gen} tokens; triage's {kernels} kernels, llama.cpp build {build}")
 for row in [header] + rows:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 

@@ -343,6 +343,11 @@ fn bench_runtime_prints_json_for_scripts() {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
     }
     assert!(v["candle_stock"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let kernels = v["kernels"].as_str().unwrap_or_default();
+    assert!(
+        ["avx512vnni", "avx2", "portable"].contains(&kernels),
+        "kernels: {v}"
+    );
 }
 
 #[test]

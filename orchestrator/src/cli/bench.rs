@@ -270,6 +270,8 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
 
     let (p, g0, gd) = (median(&ours.prompt), median(&ours.gen0), median(&ours.gen_depth));
     let minilm_ms = median(&single);
+    // The kernel set the runtime picked for this CPU (TRIAGE_KERNELS can ask for a slower one).
+    let kernels = triage_runtime::cpu::Kernels::detect().name;
     let minilm_rate = median(&batch_rate);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -284,6 +286,7 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
         let value = json!({
             "model": llm_files.spec.name,
             "threads": threads,
+            "kernels": kernels,
             "rounds": args.rounds,
             "prompt_tokens": prompt.len(),
             "gen_tokens": args.gen_tokens,
@@ -396,8 +399,8 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     }
     writeln!(
         out,
-        "{} on {threads} threads, median of {} rounds",
-        llm_files.spec.name, args.rounds
+        "{} on {threads} threads, {} kernels, median of {} rounds",
+        llm_files.spec.name, kernels, args.rounds
     )?;
     super::print_table(&mut out, &header, &rows)?;
     writeln!(
