@@ -13,9 +13,11 @@
 //! VNNI.
 //!
 //! No such CPU has run them yet: this project's machines have AVX2 only,
-//! and neither QEMU (which does not emulate AVX-512) nor Bochs 2.7 with
-//! Debian's 6.1 kernel (which turns XSAVE off on the emulated CPU's state
-//! layout, and then stalls at the APIC timer) could stand in for one. So
+//! and no emulator could stand in for one. QEMU does not emulate AVX-512.
+//! Bochs 2.7 (Ice Lake model) boots Debian's 6.1 kernel with AVX-512
+//! enabled once `clearcpuid=pku,ospke,xsavec,xsaves` hides the state it
+//! reports wrongly, but the boot then stalls after the VFS caches, whatever
+//! the timer, ACPI and idle settings. So
 //! [`super::Kernels::detect`] picks them only when `TRIAGE_KERNELS=avx512vnni`
 //! asks; once their tests have passed on such a CPU, they can be the default
 //! there.
