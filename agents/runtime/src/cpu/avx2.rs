@@ -51,52 +51,130 @@ fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
 }
 
-/// Sum of signed × signed byte products, as eight f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+/// The kernels whose only AVX-512 VNNI difference is how a block's byte
+/// products are summed: one row (Q4_0, Q4_1, Q8_0) and four rows against
+/// one weight row. Expanded in each module that uses it, with the target
+/// features (`$features`) and that module's `mul_sum_us8` (each 32-bit
+/// lane's four unsigned × signed byte products, as f32), so that both sets
+/// run the same steps and differ only there.
+macro_rules! byte_kernels {
+    ($features:literal, $safety:literal) => {
+        /// Each 32-bit lane's four signed × signed byte products, as f32:
+        /// |x| times y with x's signs (Q8 blocks never hold -128).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+            mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+        }
+
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let eight = _mm256_set1_epi8(8);
+            for (x, y) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+                acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&y.qs)), acc);
+            }
+            hsum(acc)
+        }
+
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut offsets = 0.0f32;
+            for (x, y) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(x.d.to_f32() * y.d);
+                acc = _mm256_fmadd_ps(d, mul_sum_us8(nibbles(&x.qs), load32(&y.qs)), acc);
+                offsets += x.m.to_f32() * y.s;
+            }
+            hsum(acc) + offsets
+        }
+
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&x.qs), load32(&y.qs)), acc);
+            }
+            hsum(acc)
+        }
+
+        /// One Q4_1 weight row against four activation rows: each weight
+        /// block is unpacked once for all four.
+        ///
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut offsets = [0.0f32; 4];
+            for (i, x) in x.iter().enumerate() {
+                let qx = nibbles(&x.qs);
+                let (dx, mx) = (x.d.to_f32(), x.m.to_f32());
+                for j in 0..4 {
+                    let y = &y[j][i];
+                    let d = _mm256_set1_ps(dx * y.d);
+                    acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(qx, load32(&y.qs)), acc[j]);
+                    offsets[j] += mx * y.s;
+                }
+            }
+            std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
+        }
+
+        /// One Q4_0 weight row against four activation rows.
+        ///
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let eight = _mm256_set1_epi8(8);
+            for (i, x) in x.iter().enumerate() {
+                let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
+                signed_block_x4(&mut acc, qx, x.d.to_f32(), y, i);
+            }
+            std::array::from_fn(|j| hsum(acc[j]))
+        }
+
+        /// One Q8_0 weight row against four activation rows.
+        ///
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, x) in x.iter().enumerate() {
+                signed_block_x4(&mut acc, load32(&x.qs), x.d.to_f32(), y, i);
+            }
+            std::array::from_fn(|j| hsum(acc[j]))
+        }
+
+        /// Adds a signed weight block `qx` (scale `dx`) times block `i` of
+        /// each of four Q8_0 activation rows to their accumulators; |x| is
+        /// taken once and each activation takes x's signs.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn signed_block_x4(acc: &mut [__m256; 4], qx: __m256i, dx: f32, y: [&[BlockQ8_0]; 4], i: usize) {
+            let ax = _mm256_sign_epi8(qx, qx);
+            for (acc, y) in acc.iter_mut().zip(y) {
+                let y = &y[i];
+                let d = _mm256_set1_ps(dx * y.d.to_f32());
+                let sy = _mm256_sign_epi8(load32(&y.qs), qx);
+                *acc = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), *acc);
+            }
+        }
+    };
 }
 
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let eight = _mm256_set1_epi8(8);
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
-        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&y.qs)), acc);
-    }
-    hsum(acc)
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0f32;
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d);
-        acc = _mm256_fmadd_ps(d, mul_sum_us8(nibbles(&x.qs), load32(&y.qs)), acc);
-        offsets += x.m.to_f32() * y.s;
-    }
-    hsum(acc) + offsets
-}
-
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&x.qs), load32(&y.qs)), acc);
-    }
-    hsum(acc)
-}
+byte_kernels!("avx2,fma", "The CPU must have AVX2 and FMA.");
 
 /// # Safety
 /// The CPU must have AVX2 and FMA.
@@ -158,28 +236,6 @@ pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
         total += x[j] * y[j];
     }
     total
-}
-
-/// One Q4_1 weight row against four activation rows: each weight block is
-/// unpacked once for all four (prompt processing and batched decoding).
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q4_1_x4(x: &[BlockQ4_1], y: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offsets = [0.0f32; 4];
-    for (i, x) in x.iter().enumerate() {
-        let qx = nibbles(&x.qs);
-        let (dx, mx) = (x.d.to_f32(), x.m.to_f32());
-        for j in 0..4 {
-            let y = &y[j][i];
-            let d = _mm256_set1_ps(dx * y.d);
-            acc[j] = _mm256_fmadd_ps(d, mul_sum_us8(qx, load32(&y.qs)), acc[j]);
-            offsets[j] += mx * y.s;
-        }
-    }
-    std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
 }
 
 /// Four activation bytes `at .. at + 4`, repeated in every 32-bit lane.
@@ -337,49 +393,6 @@ fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 
         }
     }
     acc.map(|a| lanes(a))
-}
-
-/// One Q4_0 weight row against four activation rows.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q4_0_x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let eight = _mm256_set1_epi8(8);
-    for (i, x) in x.iter().enumerate() {
-        let qx = _mm256_sub_epi8(nibbles(&x.qs), eight);
-        signed_block_x4(&mut acc, qx, x.d.to_f32(), y, i);
-    }
-    std::array::from_fn(|j| hsum(acc[j]))
-}
-
-/// One Q8_0 weight row against four activation rows.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub fn dot_q8_0_x4(x: &[BlockQ8_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (i, x) in x.iter().enumerate() {
-        signed_block_x4(&mut acc, load32(&x.qs), x.d.to_f32(), y, i);
-    }
-    std::array::from_fn(|j| hsum(acc[j]))
-}
-
-/// Adds a signed weight block `qx` (scale `dx`) times block `i` of each of
-/// four Q8_0 activation rows to their accumulators; |x| is taken once and
-/// each activation takes x's signs.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn signed_block_x4(acc: &mut [__m256; 4], qx: __m256i, dx: f32, y: [&[BlockQ8_0]; 4], i: usize) {
-    let ax = _mm256_sign_epi8(qx, qx);
-    for (acc, y) in acc.iter_mut().zip(y) {
-        let y = &y[i];
-        let d = _mm256_set1_ps(dx * y.d.to_f32());
-        let sy = _mm256_sign_epi8(load32(&y.qs), qx);
-        *acc = _mm256_fmadd_ps(d, mul_sum_us8(ax, sy), *acc);
-    }
 }
 
 /// One query head's attention over `n` cached positions, with llama.cpp's
