@@ -23,9 +23,12 @@
 //! there.
 //!
 //! The vectors are 256 bits wide (`AVX512VL`), so the block layouts, the
-//! interleaved rows and the helpers are AVX2's. A block's products go to
-//! two accumulators, so that a single activation row does not wait on one
-//! chain of `vpdpbusd` latencies.
+//! interleaved rows and the helpers are AVX2's. The one-row and four-row
+//! kernels are AVX2's own source (`byte_kernels!`), expanded here with this
+//! module's `mul_sum_us8`. The eight-row kernels are written out, since
+//! AVX2's keep partial sums in 16 bits; here a block's products go to two
+//! 32-bit accumulators, so that a single activation row does not wait on
+//! one chain of `vpdpbusd` latencies.
 //!
 //! Every function here requires AVX2, FMA, F16C, AVX512F, AVX512BW,
 //! AVX512VL and AVX512_VNNI; [`super::Kernels::avx512vnni`] hands them out
