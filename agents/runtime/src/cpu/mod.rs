@@ -10,6 +10,7 @@
 
 #[macro_use]
 pub mod avx2;
+pub mod parity;
 pub mod pool;
 pub mod quant;
 pub mod vnni;
@@ -18,6 +19,7 @@ use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pool::{Pool, SharedMut};
@@ -455,49 +457,73 @@ impl Kernels {
         attend_shared,
     };
 
-    /// The kernels for this CPU: AVX2 where it has AVX2, FMA and F16C,
-    /// the portable ones elsewhere. `TRIAGE_KERNELS` picks another set:
-    /// `portable` (for comparison and debugging), or `avx512vnni`, which
-    /// is not chosen on its own yet: no CPU with AVX-512 VNNI has run those
-    /// kernels or their tests so far (see [`vnni`]). A set the CPU lacks
-    /// falls back to AVX2.
+    /// The kernels for this CPU, chosen once per process: AVX-512 VNNI's
+    /// where the CPU has AVX-512 VNNI and they give AVX2's results bit for
+    /// bit on the sample blocks ([`parity::same_byte_results`], a few
+    /// milliseconds), AVX2's where it has AVX2, FMA and F16C, the portable
+    /// ones elsewhere. `TRIAGE_KERNELS` asks for a set: `avx512vnni`,
+    /// `avx2`, or `portable` (for comparison and debugging); one the CPU
+    /// lacks falls back to the best it has, with a warning.
     pub fn detect() -> Kernels {
-        let (kernels, warning) = Kernels::choose(&std::env::var("TRIAGE_KERNELS").unwrap_or_default());
-        if let Some(warning) = warning {
-            tracing::warn!("{warning}");
-        }
-        kernels
+        static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let wanted = std::env::var("TRIAGE_KERNELS").unwrap_or_default();
+            let (kernels, warning) = Kernels::choose_from(&wanted, Kernels::avx2(), Kernels::avx512vnni());
+            if let Some(warning) = warning {
+                tracing::warn!("{warning}");
+            }
+            kernels
+        })
     }
 
-    /// The set that `TRIAGE_KERNELS=wanted` gives on this CPU, with a
-    /// warning when it is not the one asked for.
-    fn choose(wanted: &str) -> (Kernels, Option<String>) {
-        let fastest = Kernels::avx2().unwrap_or(Kernels::PORTABLE);
+    /// The set that `TRIAGE_KERNELS=wanted` gives on a CPU with these AVX2
+    /// and AVX-512 VNNI sets, with a warning when it is not the one asked
+    /// for. The VNNI set is used only if it gives AVX2's results.
+    fn choose_from(wanted: &str, avx2: Option<Kernels>, vnni: Option<Kernels>) -> (Kernels, Option<String>) {
+        let fallback = avx2.unwrap_or(Kernels::PORTABLE);
+        let vnni = match (avx2, vnni) {
+            (Some(avx2), Some(vnni)) => Some(parity::same_byte_results(&avx2, &vnni).map(|()| vnni)),
+            _ => None,
+        };
+        let fastest = match vnni {
+            Some(Ok(k)) => k,
+            _ => fallback,
+        };
         match wanted {
             "portable" => (Kernels::PORTABLE, None),
-            "" => (fastest, None),
-            "avx2" if fastest.name == "avx2" => (fastest, None),
-            "avx512vnni" => match Kernels::avx512vnni() {
-                Some(k) => (k, None),
+            "" | "avx512vnni" => match vnni {
+                Some(Ok(k)) => (k, None),
+                Some(Err(difference)) => (
+                    fallback,
+                    Some(format!(
+                        "the AVX-512 VNNI kernels differ from AVX2's on this CPU ({difference}); \
+                         using the {} kernels. Please report this with the CPU's model name",
+                        fallback.name
+                    )),
+                ),
+                None if wanted.is_empty() => (fallback, None),
                 None => (
-                    fastest,
+                    fallback,
                     Some(format!(
                         "TRIAGE_KERNELS={wanted}: this CPU lacks AVX-512 VNNI; using the {} kernels",
-                        fastest.name
+                        fallback.name
                     )),
                 ),
             },
-            "avx2" => (
-                fastest,
-                Some(format!(
-                    "TRIAGE_KERNELS=avx2: this CPU lacks AVX2, FMA or F16C; using the {} kernels",
-                    fastest.name
-                )),
-            ),
+            "avx2" => match avx2 {
+                Some(k) => (k, None),
+                None => (
+                    Kernels::PORTABLE,
+                    Some(
+                        "TRIAGE_KERNELS=avx2: this CPU lacks AVX2, FMA or F16C; using the portable kernels"
+                            .to_string(),
+                    ),
+                ),
+            },
             other => (
                 fastest,
                 Some(format!(
-                    "TRIAGE_KERNELS={other} is not a kernel set (avx2, avx512vnni or portable); using the {} kernels",
+                    "TRIAGE_KERNELS={other} is not a kernel set (avx512vnni, avx2 or portable); using the {} kernels",
                     fastest.name
                 )),
             ),
@@ -508,7 +534,7 @@ impl Kernels {
     /// products; see [`vnni`]), where the CPU has AVX-512 F, BW, VL and
     /// VNNI besides what [`Kernels::avx2`] needs. They are made to give
     /// AVX2's results bit for bit, which the kernel tests check on such a
-    /// CPU.
+    /// CPU, and [`Kernels::detect`] checks before it uses them.
     #[cfg(target_arch = "x86_64")]
     pub fn avx512vnni() -> Option<Kernels> {
         let avx2 = Kernels::avx2()?;

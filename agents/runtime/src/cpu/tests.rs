@@ -4,94 +4,9 @@
 
 use bytemuck::Zeroable;
 
+use super::parity::*;
 use super::quant::*;
 use super::*;
-
-/// A small deterministic generator (xorshift); tests need no crate for it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn f16(&mut self, scale: f32) -> f16 {
-        f16::from_f32(self.unit() * scale)
-    }
-    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * scale).collect()
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fill {
-    Random,
-    Zeros,
-    Max,
-}
-
-const FILLS: [Fill; 3] = [Fill::Random, Fill::Zeros, Fill::Max];
-const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 48];
-
-fn q4_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_0> {
-    (0..n)
-        .map(|_| match fill {
-            Fill::Random => BlockQ4_0 {
-                d: rng.f16(0.1),
-                qs: std::array::from_fn(|_| rng.byte()),
-            },
-            Fill::Zeros => BlockQ4_0::zeroed(),
-            Fill::Max => BlockQ4_0 {
-                d: f16::from_f32(-4.0),
-                qs: [0x0F; 16],
-            },
-        })
-        .collect()
-}
-
-fn q4_1_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_1> {
-    (0..n)
-        .map(|_| match fill {
-            Fill::Random => BlockQ4_1 {
-                d: rng.f16(0.1),
-                m: rng.f16(0.5),
-                qs: std::array::from_fn(|_| rng.byte()),
-            },
-            Fill::Zeros => BlockQ4_1::zeroed(),
-            Fill::Max => BlockQ4_1 {
-                d: f16::from_f32(4.0),
-                m: f16::from_f32(-30.0),
-                qs: [0xFF; 16],
-            },
-        })
-        .collect()
-}
-
-fn q8_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ8_0> {
-    (0..n)
-        .map(|i| match fill {
-            Fill::Random => BlockQ8_0 {
-                d: rng.f16(0.05),
-                qs: std::array::from_fn(|_| (rng.byte() as i8).max(-127)),
-            },
-            Fill::Zeros => BlockQ8_0::zeroed(),
-            // ±127 alternating by block: the extremes of both signs.
-            Fill::Max => BlockQ8_0 {
-                d: f16::from_f32(2.0),
-                qs: [if i % 2 == 0 { 127 } else { -127 }; 32],
-            },
-        })
-        .collect()
-}
 
 fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
     (0..n)
@@ -114,16 +29,6 @@ fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
         .collect()
 }
 
-fn activations(rng: &mut Rng, n: usize, fill: Fill) -> Vec<f32> {
-    match fill {
-        Fill::Random => rng.values(n, 3.0),
-        Fill::Zeros => vec![0.0; n],
-        Fill::Max => (0..n)
-            .map(|i| if i % 3 == 0 { -1000.0 } else { 1000.0 })
-            .collect(),
-    }
-}
-
 /// Agreement up to float rounding, relative to the size of the terms.
 fn assert_close(got: f32, want: f32, magnitude: f32, what: &str) {
     let tol = 1e-5 * magnitude.max(1.0);
@@ -142,20 +47,6 @@ fn kernel_sets() -> Vec<Kernels> {
     sets.extend(Kernels::avx2());
     sets.extend(Kernels::avx512vnni());
     sets
-}
-
-/// Runs `check(weights fill, activation fill, blocks)` for every case.
-fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for wf in FILLS {
-        for af in FILLS {
-            for n in BLOCK_COUNTS {
-                for _ in 0..4 {
-                    check(&mut rng, wf, af, n);
-                }
-            }
-        }
-    }
 }
 
 /// The reference `want` against the same dot product in expanded f32
@@ -381,92 +272,89 @@ fn vnni_kernels_give_avx2_results_bit_for_bit() {
         eprintln!("this CPU has no AVX-512 VNNI: the VNNI kernels cannot run here");
         return;
     };
-    let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
-        let x = activations(rng, n * QK, f);
-        let (mut a0, mut a1) = (vec![BlockQ8_0::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
-        quantize_q8_0(&x, &mut a0);
-        quantize_q8_1(&x, &mut a1);
-        (a0, a1)
-    };
-    cases(|rng, wf, af, n| {
-        let what = format!("{wf:?}/{af:?}/{n}");
-        let fill = |j: usize| if j.is_multiple_of(3) { af } else { FILLS[j % 3] };
-        let acts: Vec<_> = (0..8).map(|j| acts_of(rng, n, fill(j))).collect();
-        let (y0, y1): (Vec<&[BlockQ8_0]>, Vec<&[BlockQ8_1]>) =
-            acts.iter().map(|(a0, a1)| (&a0[..], &a1[..])).unzip();
-        let w40 = q4_0_blocks(rng, n, wf);
-        let w41: Vec<_> = (0..8).map(|r| q4_1_blocks(rng, n, fill(r))).collect();
-        let w80: Vec<_> = (0..8).map(|r| q8_0_blocks(rng, n, fill(r))).collect();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let same = |a: &[f32], b: &[f32], kernel: &str| {
-            assert_eq!(bits(a), bits(b), "{kernel} {what}: avx2 {a:?} vs vnni {b:?}");
-        };
-        let (w41, w80) = (&w41, &w80);
-        same(&[(avx2.q4_0)(&w40, y0[0])], &[(vnni.q4_0)(&w40, y0[0])], "q4_0");
-        same(
-            &[(avx2.q4_1)(&w41[0], y1[0])],
-            &[(vnni.q4_1)(&w41[0], y1[0])],
-            "q4_1",
-        );
-        same(
-            &[(avx2.q8_0)(&w80[0], y0[0])],
-            &[(vnni.q8_0)(&w80[0], y0[0])],
-            "q8_0",
-        );
-        let f0: [&[BlockQ8_0]; 4] = y0[..4].try_into().unwrap();
-        let f1: [&[BlockQ8_1]; 4] = y1[..4].try_into().unwrap();
-        same(&(avx2.q4_0x4)(&w40, f0), &(vnni.q4_0x4)(&w40, f0), "q4_0x4");
-        same(&(avx2.q4_1x4)(&w41[1], f1), &(vnni.q4_1x4)(&w41[1], f1), "q4_1x4");
-        same(&(avx2.q8_0x4)(&w80[1], f0), &(vnni.q8_0x4)(&w80[1], f0), "q8_0x4");
-        let g41: Vec<_> = (0..n)
-            .map(|b| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[r][b])))
-            .collect();
-        let g80: Vec<_> = (0..n)
-            .map(|b| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[r][b])))
-            .collect();
-        for m in 1..=8 {
-            let (mut a, mut b) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
-            (avx2.q4_1x8)(&g41, &y1[..m], &mut a);
-            (vnni.q4_1x8)(&g41, &y1[..m], &mut b);
-            same(
-                a.as_flattened(),
-                b.as_flattened(),
-                &format!("q4_1x8 with {m} rows"),
-            );
-            (avx2.q8_0x8)(&g80, &y0[..m], &mut a);
-            (vnni.q8_0x8)(&g80, &y0[..m], &mut b);
-            same(
-                a.as_flattened(),
-                b.as_flattened(),
-                &format!("q8_0x8 with {m} rows"),
-            );
+    if let Err(difference) = same_byte_results(&avx2, &vnni) {
+        panic!("{difference}");
+    }
+}
+
+/// The check that admits the VNNI kernels catches a set that is off by
+/// the least step in one output of one case, and says where.
+#[test]
+fn a_kernel_set_that_differs_in_one_bit_is_caught() {
+    fn off_in_the_fifth_row(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+        (Kernels::PORTABLE.q8_0x8)(x, y, out);
+        if y.len() == 5 && x.len() == 7 {
+            out[4][3] = f32::from_bits(out[4][3].to_bits() ^ 1);
         }
-    });
+    }
+    if let Some(avx2) = Kernels::avx2() {
+        assert_eq!(same_byte_results(&avx2, &avx2), Ok(()));
+    }
+    let base = Kernels::PORTABLE;
+    assert_eq!(same_byte_results(&base, &base), Ok(()));
+    let broken = Kernels {
+        name: "broken",
+        q8_0x8: off_in_the_fifth_row,
+        ..base
+    };
+    let difference = same_byte_results(&base, &broken).unwrap_err();
+    assert!(
+        difference
+            .starts_with("q8_0x8 with 5 rows, weights Random, activations Random, 7 blocks: portable gives"),
+        "{difference}"
+    );
+    assert!(difference.contains("broken gives"), "{difference}");
+    // A VNNI set that fails the check is not used, by default or when asked for.
+    for wanted in ["", "avx512vnni"] {
+        let (k, warning) = Kernels::choose_from(wanted, Some(base), Some(broken));
+        assert_eq!(k.name, "portable");
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.contains("the AVX-512 VNNI kernels differ from AVX2's on this CPU"),
+            "{warning}"
+        );
+        assert!(warning.contains("q8_0x8 with 5 rows"), "{warning}");
+    }
 }
 
 #[test]
 fn triage_kernels_picks_a_set_and_says_when_it_cannot() {
-    let fastest = Kernels::avx2().map_or("portable", |k| k.name);
-    let (k, warning) = Kernels::choose("");
+    let (avx2, vnni) = (Kernels::avx2(), Kernels::avx512vnni());
+    let choose = |wanted| Kernels::choose_from(wanted, avx2, vnni);
+    let best_without_vnni = avx2.map_or("portable", |k| k.name);
+    let fastest = vnni.map_or(best_without_vnni, |k| k.name);
+    let (k, warning) = choose("");
     assert_eq!((k.name, warning), (fastest, None));
-    let (k, warning) = Kernels::choose("portable");
+    let (k, warning) = choose("portable");
     assert_eq!((k.name, warning), ("portable", None));
-    let (k, warning) = Kernels::choose("avx512vnni");
-    match Kernels::avx512vnni() {
+    let (k, warning) = choose("avx2");
+    match avx2 {
+        Some(_) => assert_eq!((k.name, warning), ("avx2", None)),
+        None => {
+            assert_eq!(k.name, "portable");
+            let warning = warning.expect("a warning");
+            assert!(warning.contains("lacks AVX2, FMA or F16C"), "{warning}");
+        }
+    }
+    let (k, warning) = choose("avx512vnni");
+    match vnni {
         Some(_) => assert_eq!((k.name, warning), ("avx512vnni", None)),
         None => {
-            assert_eq!(k.name, fastest);
+            assert_eq!(k.name, best_without_vnni);
             let warning = warning.expect("a warning");
             assert!(warning.contains("lacks AVX-512 VNNI"), "{warning}");
         }
     }
-    let (k, warning) = Kernels::choose("avx9000");
+    let (k, warning) = choose("avx9000");
     assert_eq!(k.name, fastest);
     let warning = warning.expect("a warning");
     assert!(
-        warning.contains("avx9000 is not a kernel set (avx2, avx512vnni or portable)"),
+        warning.contains("avx9000 is not a kernel set (avx512vnni, avx2 or portable)"),
         "{warning}"
     );
+    // Without AVX2 there is no VNNI set either: the portable kernels.
+    let (k, warning) = Kernels::choose_from("", None, None);
+    assert_eq!((k.name, warning), ("portable", None));
 }
 
 #[test]

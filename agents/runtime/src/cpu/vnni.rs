@@ -17,10 +17,12 @@
 //! Bochs 2.7 (Ice Lake model) boots Debian's 6.1 kernel with AVX-512
 //! enabled once `clearcpuid=pku,ospke,xsavec,xsaves` hides the state it
 //! reports wrongly, but the boot then stalls after the VFS caches, whatever
-//! the timer, ACPI and idle settings. So
-//! [`super::Kernels::detect`] picks them only when `TRIAGE_KERNELS=avx512vnni`
-//! asks; once their tests have passed on such a CPU, they can be the default
-//! there.
+//! the timer, ACPI and idle settings. So [`super::Kernels::detect`] does
+//! not take them on trust: before it uses them, once per process, it
+//! checks that they give AVX2's results bit for bit on the kernel tests'
+//! sample blocks ([`super::parity::same_byte_results`], about 8 ms); a CPU
+//! where they do not gets AVX2's kernels and a warning that says where
+//! they differed.
 //!
 //! The vectors are 256 bits wide (`AVX512VL`), so the block layouts, the
 //! interleaved rows and the helpers are AVX2's. The one-row and four-row

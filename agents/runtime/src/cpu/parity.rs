@@ -1,0 +1,190 @@
+//! Sample blocks, and the bit-for-bit comparison of two kernel sets.
+//!
+//! The samples are random blocks and edge cases (all zeros, the largest
+//! values each format holds) in odd numbers of blocks: the kernel tests
+//! run on them, and so does [`same_byte_results`], which
+//! [`super::Kernels::detect`] runs once before it lets the AVX-512 VNNI
+//! kernels stand in for AVX2's.
+
+use bytemuck::Zeroable;
+use half::f16;
+
+use super::Kernels;
+use super::quant::*;
+
+/// A small deterministic generator (xorshift); samples need no crate for it.
+pub(super) struct Rng(pub(super) u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub(super) fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    /// Uniform in [-1, 1).
+    pub(super) fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub(super) fn f16(&mut self, scale: f32) -> f16 {
+        f16::from_f32(self.unit() * scale)
+    }
+    pub(super) fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Fill {
+    Random,
+    Zeros,
+    Max,
+}
+
+pub(super) const FILLS: [Fill; 3] = [Fill::Random, Fill::Zeros, Fill::Max];
+pub(super) const BLOCK_COUNTS: [usize; 6] = [1, 2, 3, 7, 18, 48];
+
+pub(super) fn q4_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_0> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4_0 {
+                d: rng.f16(0.1),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4_0::zeroed(),
+            Fill::Max => BlockQ4_0 {
+                d: f16::from_f32(-4.0),
+                qs: [0x0F; 16],
+            },
+        })
+        .collect()
+}
+
+pub(super) fn q4_1_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_1> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4_1 {
+                d: rng.f16(0.1),
+                m: rng.f16(0.5),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4_1::zeroed(),
+            Fill::Max => BlockQ4_1 {
+                d: f16::from_f32(4.0),
+                m: f16::from_f32(-30.0),
+                qs: [0xFF; 16],
+            },
+        })
+        .collect()
+}
+
+pub(super) fn q8_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ8_0> {
+    (0..n)
+        .map(|i| match fill {
+            Fill::Random => BlockQ8_0 {
+                d: rng.f16(0.05),
+                qs: std::array::from_fn(|_| (rng.byte() as i8).max(-127)),
+            },
+            Fill::Zeros => BlockQ8_0::zeroed(),
+            // ±127 alternating by block: the extremes of both signs.
+            Fill::Max => BlockQ8_0 {
+                d: f16::from_f32(2.0),
+                qs: [if i % 2 == 0 { 127 } else { -127 }; 32],
+            },
+        })
+        .collect()
+}
+
+pub(super) fn activations(rng: &mut Rng, n: usize, fill: Fill) -> Vec<f32> {
+    match fill {
+        Fill::Random => rng.values(n, 3.0),
+        Fill::Zeros => vec![0.0; n],
+        Fill::Max => (0..n)
+            .map(|i| if i % 3 == 0 { -1000.0 } else { 1000.0 })
+            .collect(),
+    }
+}
+
+/// Runs `check(weights fill, activation fill, blocks)` for every case.
+pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for wf in FILLS {
+        for af in FILLS {
+            for n in BLOCK_COUNTS {
+                for _ in 0..4 {
+                    check(&mut rng, wf, af, n);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q8_0, in their one-,
+/// four- and eight-row forms) give exactly `a`'s results on every sample:
+/// the first difference otherwise, named by kernel and case.
+pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
+    let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
+        let x = activations(rng, n * QK, f);
+        let (mut a0, mut a1) = (vec![BlockQ8_0::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
+        quantize_q8_0(&x, &mut a0);
+        quantize_q8_1(&x, &mut a1);
+        (a0, a1)
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut verdict = Ok(());
+    cases(|rng, wf, af, n| {
+        if verdict.is_err() {
+            return;
+        }
+        let fill = |j: usize| if j.is_multiple_of(3) { af } else { FILLS[j % 3] };
+        let acts: Vec<_> = (0..8).map(|j| acts_of(rng, n, fill(j))).collect();
+        let (y0, y1): (Vec<&[BlockQ8_0]>, Vec<&[BlockQ8_1]>) =
+            acts.iter().map(|(a0, a1)| (&a0[..], &a1[..])).unzip();
+        let w40 = q4_0_blocks(rng, n, wf);
+        let w41: Vec<_> = (0..8).map(|r| q4_1_blocks(rng, n, fill(r))).collect();
+        let w80: Vec<_> = (0..8).map(|r| q8_0_blocks(rng, n, fill(r))).collect();
+        let mut same = |x: &[f32], y: &[f32], kernel: &str| {
+            if verdict.is_ok() && bits(x) != bits(y) {
+                verdict = Err(format!(
+                    "{kernel}, weights {wf:?}, activations {af:?}, {n} blocks: {} gives {x:?}, {} gives {y:?}",
+                    a.name, b.name
+                ));
+            }
+        };
+        same(&[(a.q4_0)(&w40, y0[0])], &[(b.q4_0)(&w40, y0[0])], "q4_0");
+        same(&[(a.q4_1)(&w41[0], y1[0])], &[(b.q4_1)(&w41[0], y1[0])], "q4_1");
+        same(&[(a.q8_0)(&w80[0], y0[0])], &[(b.q8_0)(&w80[0], y0[0])], "q8_0");
+        let f0: [&[BlockQ8_0]; 4] = y0[..4].try_into().unwrap();
+        let f1: [&[BlockQ8_1]; 4] = y1[..4].try_into().unwrap();
+        same(&(a.q4_0x4)(&w40, f0), &(b.q4_0x4)(&w40, f0), "q4_0x4");
+        same(&(a.q4_1x4)(&w41[1], f1), &(b.q4_1x4)(&w41[1], f1), "q4_1x4");
+        same(&(a.q8_0x4)(&w80[1], f0), &(b.q8_0x4)(&w80[1], f0), "q8_0x4");
+        let g41: Vec<_> = (0..n)
+            .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[r][i])))
+            .collect();
+        let g80: Vec<_> = (0..n)
+            .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[r][i])))
+            .collect();
+        for m in 1..=8 {
+            let (mut x, mut y) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
+            (a.q4_1x8)(&g41, &y1[..m], &mut x);
+            (b.q4_1x8)(&g41, &y1[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q4_1x8 with {m} rows"),
+            );
+            (a.q8_0x8)(&g80, &y0[..m], &mut x);
+            (b.q8_0x8)(&g80, &y0[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q8_0x8 with {m} rows"),
+            );
+        }
+    });
+    verdict
+}
