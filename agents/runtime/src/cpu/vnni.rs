@@ -12,17 +12,17 @@
 //! and check them against the plain reference, on any CPU that has AVX-512
 //! VNNI.
 //!
-//! No such CPU has run them yet: this project's machines have AVX2 only,
-//! and no emulator could stand in for one. QEMU does not emulate AVX-512.
-//! Bochs 2.7 (Ice Lake model) boots Debian's 6.1 kernel with AVX-512
-//! enabled once `clearcpuid=pku,ospke,xsavec,xsaves` hides the state it
-//! reports wrongly, but the boot then stalls after the VFS caches, whatever
-//! the timer, ACPI and idle settings. So [`super::Kernels::detect`] does
-//! not take them on trust: before it uses them, once per process, it
-//! checks that they give AVX2's results bit for bit on the kernel tests'
-//! sample blocks ([`super::parity::same_byte_results`], about 8 ms); a CPU
-//! where they do not gets AVX2's kernels and a warning that says where
-//! they differed.
+//! This project's machines have AVX2 only, so those tests run on an
+//! emulated CPU: `scripts/test-kernels-in-bochs.sh` boots Linux in Bochs
+//! 2.7 as an Ice Lake (QEMU does not emulate AVX-512) and runs them there,
+//! in CI too; with `--with-model` it also runs SmolLM2's llama.cpp
+//! reference tests on these kernels. An emulator checks results, not
+//! speed: their speed against AVX2's on real hardware is still to be
+//! measured. [`super::Kernels::detect`] does not take them on trust
+//! either: before it uses them, once per process, it checks that they give
+//! AVX2's results bit for bit on the kernel tests' sample blocks
+//! ([`super::parity::same_byte_results`], about 8 ms); a CPU where they do
+//! not gets AVX2's kernels and a warning that says where they differed.
 //!
 //! The vectors are 256 bits wide (`AVX512VL`), so the block layouts, the
 //! interleaved rows and the helpers are AVX2's. The one-row and four-row
