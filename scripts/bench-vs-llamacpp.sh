@@ -231,10 +231,11 @@ build_llama_bench() {
     tar -xzf "$dir/$sdist.tar.gz" -C "$dir"
   fi
 
-  # The venv's cmake, with its ninja first on PATH.
-  local cmake=$PWD/$venv/bin/cmake
+  # The venv's cmake, with its ninja first on PATH. Extra C/C++ flags: $1.
+  local cmake=$PWD/$venv/bin/cmake flags=${1:-}
   PATH="$PWD/$venv/bin:$PATH" "$cmake" -S "$src" -B "$dir/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DBUILD_SHARED_LIBS=OFF >&2
   PATH="$PWD/$venv/bin:$PATH" "$cmake" --build "$dir/build" --target llama-bench -j "$cores" >&2
@@ -242,6 +243,23 @@ build_llama_bench() {
 }
 
 [[ -x $llama_bench ]] || build_llama_bench
+
+# A CPU can list AMX while the machine it runs in does not enable the tile
+# registers (seen in a VM on a Sapphire Rapids Xeon): ggml's native build
+# then dies on its first AMX instruction (SIGILL). Rebuild without AMX then;
+# llama.cpp runs its AVX-512 kernels instead, as it would anywhere AMX is
+# off.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+smoke() { "$llama_bench" -m "$model" -t 1 -r 1 -p 8 -n 0 -o json >/dev/null 2>&1; }
+rc=0
+smoke || rc=$?
+if ((rc != 0)); then
+  ((rc == 132)) && [[ ! -f $dir/build/no-amx ]] || die "llama-bench fails on $model (exit $rc); run it by hand: $llama_bench -m $model -p 8 -n 0"
+  say "llama-bench stopped on an illegal instruction (AMX, unusable on this machine); rebuilding it without AMX"
+  build_llama_bench "$no_amx"
+  touch "$dir/build/no-amx"
+  smoke || die "llama-bench still fails on $model after a rebuild without AMX"
+fi
 
 # --- measurement rounds ------------------------------------------------------------
 

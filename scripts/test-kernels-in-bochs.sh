@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the runtime's CPU kernel tests on an emulated CPU with AVX-512 VNNI,
-# for machines that lack one (this project's have AVX2 only).
+# for machines that lack one (some of this project's have AVX2 only).
 #
 # The emulator is Bochs 2.7 (Debian's package) as an Ice Lake laptop CPU
 # (corei7_icelake_u: AVX-512 F/BW/VL/VNNI and more). QEMU would be faster,
@@ -51,7 +51,7 @@ Options:
   --with-model     also run SmolLM2's tests in the emulator (greedy output
                    against llama.cpp's, batched and prefix-cached generation
                    against solo runs): the VNNI kernels under the whole
-                   model. Takes about 25 minutes more;
+                   model. Slow: an hour or more;
                    fetches the model with triage's own fetcher
   --timeout S      give up on a boot after S seconds (default: $timeout)
   -h, --help       print this help
@@ -283,7 +283,7 @@ print(os.path.relpath(m["path"], listing["home"]))' "$listing" "$model_name")
   cp -a "$home/$model_dir/." "$extra/triage/$model_dir/"
   # The tests read their reference data from the checkout's path.
   cp -a tests/data "$extra$PWD/tests/"
-  boot model "25 minutes" "$model_tests_bin" "${model_tests[*]} --test-threads=1 --show-output" "$extra"
+  boot model "an hour or more" "$model_tests_bin" "${model_tests[*]} --test-threads=1 --show-output" "$extra"
   check model
 fi
 

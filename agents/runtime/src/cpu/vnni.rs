@@ -12,14 +12,12 @@
 //! and check them against the plain reference, on any CPU that has AVX-512
 //! VNNI.
 //!
-//! This project's machines have AVX2 only, so those tests run on an
-//! emulated CPU: `scripts/test-kernels-in-bochs.sh` boots Linux in Bochs
-//! 2.7 as an Ice Lake (QEMU does not emulate AVX-512) and runs them there,
-//! in CI too; with `--with-model` it also runs SmolLM2's llama.cpp
-//! reference tests on these kernels. An emulator checks results, not
-//! speed: their speed against AVX2's on real hardware is still to be
-//! measured. [`super::Kernels::detect`] does not take them on trust
-//! either: before it uses them, once per process, it checks that they give
+//! This project's machines vary: on its Sapphire Rapids Xeons these kernels
+//! are the default, and every test runs on them; on its AVX2-only AMD
+//! machines, `scripts/test-kernels-in-bochs.sh` runs the kernel tests on an
+//! emulated Ice Lake (Bochs 2.7; QEMU does not emulate AVX-512), in CI too.
+//! The README gives their speed against AVX2's, as measured.
+//! [`super::Kernels::detect`] does not take them on trust: before it uses them, once per process, it checks that they give
 //! AVX2's results bit for bit on the kernel tests' sample blocks
 //! ([`super::parity::same_byte_results`], about 8 ms); a CPU where they do
 //! not gets AVX2's kernels and a warning that says where they differed.
