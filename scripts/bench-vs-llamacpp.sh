@@ -231,8 +231,10 @@ build_llama_bench() {
     tar -xzf "$dir/$sdist.tar.gz" -C "$dir"
   fi
 
-  # The venv's cmake, with its ninja first on PATH. Extra C/C++ flags: $1.
+  # The venv's cmake, with its ninja first on PATH. Extra C/C++ flags: $1
+  # (a build with other flags is no longer the one without AMX).
   local cmake=$PWD/$venv/bin/cmake flags=${1:-}
+  rm -f "$dir/build/no-amx"
   PATH="$PWD/$venv/bin:$PATH" "$cmake" -S "$src" -B "$dir/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
     -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \

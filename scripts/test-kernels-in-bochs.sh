@@ -269,13 +269,17 @@ check kernels
 if ((with_model)); then
   say "fetching $model_name with triage's fetcher"
   cargo run --release -q -p triage -- models pull "$model_name" >&2
-  listing=$(cargo run --release -q -p triage -- models list --json)
-  model_dir=$(python3 -c '
+  # The cache's root, and the model's folder under it.
+  {
+    read -r home
+    read -r model_dir
+  } < <(cargo run --release -q -p triage -- models list --json | python3 -c '
 import json, os, sys
-listing = json.loads(sys.argv[1])
-m = next(m for m in listing["models"] if m["name"] == sys.argv[2])
-print(os.path.relpath(m["path"], listing["home"]))' "$listing" "$model_name")
-  home=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["home"])' "$listing")
+listing = json.load(sys.stdin)
+m = next(m for m in listing["models"] if m["name"] == sys.argv[1])
+print(listing["home"])
+print(os.path.relpath(m["path"], listing["home"]))' "$model_name")
+  [[ -n $home && -n $model_dir ]] || die "triage models list gave no folder for $model_name"
   model_tests_bin=$(build_tests --test smollm2)
   [[ -n $model_tests_bin ]] || die "cargo built no test binary for triage-runtime's smollm2 tests"
   extra=$work/model.extra

@@ -481,17 +481,14 @@ impl Kernels {
     /// for. The VNNI set is used only if it gives AVX2's results.
     fn choose_from(wanted: &str, avx2: Option<Kernels>, vnni: Option<Kernels>) -> (Kernels, Option<String>) {
         let fallback = avx2.unwrap_or(Kernels::PORTABLE);
-        let vnni = match (avx2, vnni) {
+        // The VNNI set, checked against AVX2's only where it may be used.
+        let checked_vnni = || match (avx2, vnni) {
             (Some(avx2), Some(vnni)) => Some(parity::same_byte_results(&avx2, &vnni).map(|()| vnni)),
             _ => None,
         };
-        let fastest = match vnni {
-            Some(Ok(k)) => k,
-            _ => fallback,
-        };
         match wanted {
             "portable" => (Kernels::PORTABLE, None),
-            "" | "avx512vnni" => match vnni {
+            "" | "avx512vnni" => match checked_vnni() {
                 Some(Ok(k)) => (k, None),
                 Some(Err(difference)) => (
                     fallback,
@@ -520,13 +517,17 @@ impl Kernels {
                     ),
                 ),
             },
-            other => (
-                fastest,
-                Some(format!(
+            other => {
+                let fastest = match checked_vnni() {
+                    Some(Ok(k)) => k,
+                    _ => fallback,
+                };
+                let warning = format!(
                     "TRIAGE_KERNELS={other} is not a kernel set (avx512vnni, avx2 or portable); using the {} kernels",
                     fastest.name
-                )),
-            ),
+                );
+                (fastest, Some(warning))
+            }
         }
     }
 
