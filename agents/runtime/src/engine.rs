@@ -11,6 +11,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
+use crate::cpu::pool::SharedMut;
 use crate::llama::{Chunk, KvCache, Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
 use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
@@ -515,16 +516,24 @@ impl Engine {
             .collect();
         let logits = self.model.forward_batch(&mut chunks)?;
         drop(chunks);
-        let waiting_len = waiting.len();
+        let n = waiting.len();
         let vocab = self.model.config().vocab_size;
-        let sums = self.model.log_sum_exps(&logits);
-        for ((d, row), sum) in waiting.iter_mut().zip(logits.chunks_exact(vocab)).zip(sums) {
-            d.logits.clear();
-            d.logits.extend_from_slice(row);
-            d.log_sum_exp = sum;
-            d.next = None;
-            d.batch_peak = d.batch_peak.max(waiting_len);
-        }
+        // Each decoder takes its row, its log-sum-exp and its greedy pick,
+        // the rows shared out among the threads.
+        let decoders = SharedMut::new(&mut waiting[..]);
+        self.model.for_rows(n, &|rows| {
+            // SAFETY: these decoders belong to this thread alone during the step.
+            let mine = unsafe { decoders.slice(rows.start, rows.end) };
+            for (d, r) in mine.iter_mut().zip(rows) {
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                d.logits.clear();
+                d.logits.extend_from_slice(row);
+                d.log_sum_exp = log_sum_exp(row);
+                d.top = argmax(row);
+                d.next = None;
+                d.batch_peak = d.batch_peak.max(n);
+            }
+        });
         Ok(())
     }
 
@@ -615,9 +624,11 @@ pub struct Decoder {
     cache: KvCache,
     /// The logits to pick the next token from.
     logits: Vec<f32>,
-    /// Their log-sum-exp (for the picked token's log-probability); a
-    /// batched step computes it on all the threads.
+    /// Their log-sum-exp (for the picked token's log-probability) and
+    /// their largest (the greedy pick); a batched step computes both on all
+    /// the threads.
     log_sum_exp: f32,
+    top: u32,
     /// The token waiting to run in the next [`Engine::step`].
     next: Option<u32>,
     finish: Option<FinishReason>,
@@ -649,6 +660,7 @@ impl Decoder {
             text: String::new(),
             cache,
             log_sum_exp: log_sum_exp(&logits),
+            top: argmax(&logits),
             logits,
             next: None,
             finish: None,
@@ -673,6 +685,8 @@ impl Decoder {
             let mut penalised = self.logits.clone();
             repeat_penalty(&mut penalised, p.repetition_penalty, &self.history[window..]);
             self.sampler.sample(&penalised)?
+        } else if self.sampler.is_greedy() {
+            self.top
         } else {
             self.sampler.sample(&self.logits)?
         };
@@ -802,6 +816,10 @@ impl Sampler {
         }
     }
 
+    fn is_greedy(&self) -> bool {
+        self.0.is_none()
+    }
+
     fn sample(&mut self, logits: &[f32]) -> Result<u32, Error> {
         match &mut self.0 {
             None => Ok(argmax(logits)),
@@ -810,15 +828,24 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value (the first one on ties).
+/// Index of the largest value (the first one on ties; NaNs are passed
+/// over). The largest is found first, eight lanes at a time, then its
+/// place: two passes the compiler vectorises, where one pass that tracks
+/// the index cannot be.
 fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x);
         }
     }
-    best as u32
+    let max = lanes.iter().fold(tail, |m, &x| m.max(x));
+    v.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 /// Divides positive logits of the tokens in `recent` by `penalty` and

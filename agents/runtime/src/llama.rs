@@ -22,7 +22,7 @@ use candle_core::quantized::gguf_file;
 use half::f16;
 
 use crate::Error;
-use crate::cpu::pool::{Pool, SharedMut};
+use crate::cpu::pool::{Pool, SharedMut, Shares};
 use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
@@ -645,20 +645,10 @@ impl Llama {
         logits
     }
 
-    /// The log-sum-exp of each row of `logits` (rows of the vocabulary's
-    /// size), the rows shared out among the threads.
-    pub fn log_sum_exps(&self, logits: &[f32]) -> Vec<f32> {
-        let vocab = self.config.vocab_size;
-        let rows = logits.len() / vocab;
-        let mut sums = vec![0.0; rows];
-        let out = SharedMut::new(&mut sums);
-        self.pool.split(rows, &|range| {
-            for r in range {
-                // SAFETY: row r's slot belongs to this thread alone.
-                unsafe { out.write(r, log_sum_exp(&logits[r * vocab..(r + 1) * vocab])) };
-            }
-        });
-        sums
+    /// Runs `f` on each thread's share of `0..n` (see [`Pool::split`]): for
+    /// work on a batch's rows outside the forward pass.
+    pub fn for_rows(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        self.pool.split(n, f);
     }
 
     /// Causal attention of every row's query heads over its sequence's
@@ -679,22 +669,19 @@ impl Llama {
         let n_rep = c.n_head / c.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
         // Items (row, key/value head) are taken one at a time as threads
-        // finish; an item runs every query head that shares its keys.
+        // finish (see `Shares`); an item runs every query head that shares
+        // its keys.
         let items = rows.len() * c.n_kv_head;
         let group = n_rep * hd;
         let out = SharedMut::new(out);
         let scores = SharedMut::new(scores);
         let k = &self.kernels;
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let shares = Shares::new(items, self.pool.threads());
         self.pool.run(&|t| {
             // SAFETY: each thread has its own score rows.
             let sc = unsafe { scores.slice(t * n_rep * longest, (t + 1) * n_rep * longest) };
             let mut qh = vec![0.0f32; group];
-            loop {
-                let item = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if item >= items {
-                    break;
-                }
+            for item in shares.take(t) {
                 let (r, kv_head) = (item / c.n_kv_head, item % c.n_kv_head);
                 let (chunk, pos) = rows[r];
                 let cache = caches[chunk];
@@ -753,7 +740,9 @@ fn swiglu(pool: &Pool, gate: &mut [f32], up: &[f32]) {
         // SAFETY: the range belongs to this thread alone during the step.
         let g = unsafe { gate.slice(range.start, range.end) };
         for (g, u) in g.iter_mut().zip(up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+            // silu(g) = g / (1 + exp(-g)); `fast_exp` lets the loop run in
+            // SIMD lanes (libm's `expf` is a call per value).
+            *g = *g / (1.0 + fast_exp(-*g)) * u;
         }
     });
 }
@@ -904,7 +893,7 @@ pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
 ///
 /// It runs once per generated token over the whole vocabulary (49,152
 /// values for SmolLM2), so the exponentials are computed eight at a time
-/// with [`exp_nonpositive`], which the compiler turns into SIMD code.
+/// with [`fast_exp`], which the compiler turns into SIMD code.
 pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     if !max.is_finite() {
@@ -915,23 +904,25 @@ pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     for c in chunks {
         for (lane, &v) in lanes.iter_mut().zip(c) {
-            *lane += exp_nonpositive(v - max);
+            *lane += fast_exp(v - max);
         }
     }
     tail += lanes.iter().sum::<f32>();
     tail.ln() + max
 }
 
-/// `exp(x)` for `x <= 0`, to about one unit in the last place: `x = n ln 2
-/// + r` with `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `exp(r)`
-/// (error below 1.2e-7 relative), scaled by `2^n` through the exponent
-/// bits. Values below -87 (where `exp` is under 1.7e-38) count as
-/// `exp(-87)`, which no sum of probabilities can notice.
+/// `exp(x)` to about one unit in the last place: `x = n ln 2 + r` with
+/// `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `exp(r)` (error
+/// below 1.2e-7 relative), scaled by `2^n` through the exponent bits.
+/// Written so the compiler turns loops over it into SIMD code. Values below
+/// -87 (where `exp` is under 1.7e-38) count as `exp(-87)`, which no sum of
+/// probabilities can notice; values above 88 as `exp(88)` (1.65e38; for
+/// silu, `x / (1 + exp(88))` is 0 all the same).
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+fn fast_exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.max(-87.0);
+    let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
@@ -946,15 +937,18 @@ mod tests {
     #[test]
     fn the_fast_exponential_agrees_with_the_exact_one() {
         let mut worst = 0.0f64;
-        for i in 0..=100_000 {
-            let x = -(i as f32) * 0.00087;
-            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 0.00087;
+            let (got, want) = (fast_exp(x) as f64, (x as f64).exp());
             worst = worst.max((got - want).abs() / want);
         }
         assert!(worst < 3e-7, "largest relative error {worst}");
-        // Far below the range, a negligible positive value, never garbage.
-        assert!(exp_nonpositive(-1000.0) > 0.0 && exp_nonpositive(-1000.0) < 2e-38);
-        assert_eq!(exp_nonpositive(0.0), 1.0);
+        // Outside the range, a negligible positive value or a large finite
+        // one, never garbage.
+        assert!(fast_exp(-1000.0) > 0.0 && fast_exp(-1000.0) < 2e-38);
+        assert!(fast_exp(1000.0).is_finite() && fast_exp(1000.0) > 1e38);
+        assert!(fast_exp(88.0) / 88.0f64.exp() as f32 - 1.0 < 3e-7);
+        assert_eq!(fast_exp(0.0), 1.0);
         // The log-sum-exp of a vocabulary-sized row against f64 arithmetic.
         let logits: Vec<f32> = (0..49_157)
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 40.0)

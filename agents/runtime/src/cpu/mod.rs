@@ -20,9 +20,8 @@ use candle_core::quantized::GgmlDType;
 use half::f16;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use pool::{Pool, SharedMut};
+use pool::{Pool, SharedMut, Shares};
 use quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
 };
@@ -328,6 +327,12 @@ pub struct Kernels {
     /// (see [`Dot8`]).
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
     pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0>,
+    /// Two neighbouring interleaved groups (sixteen weight rows) against
+    /// one to eight activation rows, each group's sums exactly the
+    /// eight-row kernel's (see [`Dot16`]). One pass in 512-bit vectors with
+    /// AVX-512; two eight-row passes elsewhere.
+    pub q4_1x16: Dot16<BlockQ4_1x8, BlockQ8_1>,
+    pub q8_0x16: Dot16<BlockQ8_0x8, BlockQ8_0>,
     /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
     /// kernels (where their eight-row kernels are the faster ones).
     pub interleave: bool,
@@ -442,16 +447,10 @@ impl Kernels {
         q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
-        q4_1x8: |x, y, out| {
-            for (o, y) in out.iter_mut().zip(y) {
-                *o = quant::dot_q4_1x8(x, y);
-            }
-        },
-        q8_0x8: |x, y, out| {
-            for (o, y) in out.iter_mut().zip(y) {
-                *o = quant::dot_q8_0x8(x, y);
-            }
-        },
+        q4_1x8: portable_q4_1x8,
+        q8_0x8: portable_q8_0x8,
+        q4_1x16: |x, y, out| two_groups(portable_q4_1x8, x, y, out),
+        q8_0x16: |x, y, out| two_groups(portable_q8_0x8, x, y, out),
         interleave: false,
         attend,
         attend_shared,
@@ -572,6 +571,12 @@ impl Kernels {
         fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
             unsafe { vnni::dot_q8_0x8(x, y, out) }
         }
+        fn q4_1x16(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]], out: &mut [[f32; 16]]) {
+            unsafe { vnni::dot_q4_1x16(x, y, out) }
+        }
+        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+            unsafe { vnni::dot_q8_0x16(x, y, out) }
+        }
         // Q4_K, F32 and attention have no byte products to speed up: AVX2's.
         Some(Kernels {
             name: "avx512vnni",
@@ -583,6 +588,8 @@ impl Kernels {
             q8_0x4,
             q4_1x8,
             q8_0x8,
+            q4_1x16,
+            q8_0x16,
             ..avx2
         })
     }
@@ -633,6 +640,12 @@ impl Kernels {
         fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
             unsafe { avx2::dot_q8_0x8(x, y, out) }
         }
+        fn q4_1x16(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]], out: &mut [[f32; 16]]) {
+            two_groups(q4_1x8, x, y, out)
+        }
+        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+            two_groups(q8_0x8, x, y, out)
+        }
         #[allow(clippy::too_many_arguments)]
         fn attend_avx2(
             q: &[f32],
@@ -680,6 +693,8 @@ impl Kernels {
             q8_0x4,
             q4_1x8,
             q8_0x8,
+            q4_1x16,
+            q8_0x16,
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
@@ -701,8 +716,9 @@ pub struct Product<'a> {
 }
 
 /// The most weight rows a thread takes at a time in a [`matmul`]. Small
-/// products take smaller chunks (down to 8 rows, a multiple of 8 so that
-/// no chunk splits an interleaved group), at least eight per thread, so
+/// products take smaller chunks (down to 16 rows, a multiple of 16 so that
+/// no chunk splits an interleaved group or a pair of them), at least eight
+/// per thread, so
 /// that when one thread finishes its last chunk the other is never left
 /// with much more than a small one.
 const CHUNK_ROWS: usize = 64;
@@ -727,18 +743,14 @@ pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
         .iter_mut()
         .map(|p| (p.w, p.acts, SharedMut::new(p.out)))
         .collect();
-    // Threads take chunks of rows as they finish the last one, so a thread
-    // slowed by the other's memory traffic (or by another process) does
-    // not hold the step up.
-    let chunk = (total / (8 * pool.threads()) / 8 * 8).clamp(8, CHUNK_ROWS);
-    let next = AtomicUsize::new(0);
-    pool.run(&|_| {
-        loop {
-            let start = next.fetch_add(chunk, Ordering::Relaxed);
-            if start >= total {
-                break;
-            }
-            let end = (start + chunk).min(total);
+    // Threads take chunks of rows as they finish the last one (their own
+    // share first), so a thread slowed by the other's memory traffic (or
+    // by another process) does not hold the step up.
+    let chunk = (total / (8 * pool.threads()) / 16 * 16).clamp(16, CHUNK_ROWS);
+    let shares = Shares::new(total.div_ceil(chunk), pool.threads());
+    pool.run(&|t| {
+        for c in shares.take(t) {
+            let (start, end) = (c * chunk, ((c + 1) * chunk).min(total));
             let mut offset = 0;
             for (w, acts, out) in &jobs {
                 let (lo, hi) = (start.max(offset), end.min(offset + w.rows));
@@ -756,9 +768,9 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
     match w.ty {
         WeightType::Q4_0 => tiles(w, acts, out, lo, hi, k.q4_0, Some(k.q4_0x4)),
         WeightType::Q4_1 => tiles(w, acts, out, lo, hi, k.q4_1, Some(k.q4_1x4)),
-        WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8),
+        WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8, k.q4_1x16),
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
-        WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8),
+        WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x16),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
@@ -810,7 +822,9 @@ fn tiles<W: Pod, A: Pod>(
 
 /// [`tiles`] for a matrix of interleaved groups of eight rows: `lo` and
 /// `hi` fall on group boundaries. Activation rows pass over a tile eight
-/// at a time.
+/// at a time; the tile's groups go two at a time to `dot16`, a group left
+/// over alone to `dot`.
+#[allow(clippy::too_many_arguments)]
 fn tiles_x8<W: Pod, A: Pod>(
     w: &QMatrix,
     acts: &Acts,
@@ -818,13 +832,14 @@ fn tiles_x8<W: Pod, A: Pod>(
     lo: usize,
     hi: usize,
     dot: Dot8<W, A>,
+    dot16: Dot16<W, A>,
 ) {
     assert!(
         lo.is_multiple_of(8) && hi.is_multiple_of(8),
         "a split inside a group of rows"
     );
     let (n, rows) = (acts.rows, w.rows);
-    let mut sums = [[0.0f32; 8]; 8];
+    let mut sums = [[0.0f32; 16]; 8];
     let mut tile = lo;
     while tile < hi {
         let tile_end = (tile + TILE_ROWS).min(hi);
@@ -833,14 +848,30 @@ fn tiles_x8<W: Pod, A: Pod>(
             // The `m` rows of this pass; the array's unused slots repeat the
             // last one (only `a[..m]` is passed on).
             let a: [&[A]; 8] = std::array::from_fn(|j| acts.row::<A>(t + j.min(m - 1)));
-            for g in (tile..tile_end).step_by(8) {
-                dot(w.row::<W>(g / 8), &a[..m], &mut sums[..m]);
+            let mut g = tile;
+            while g < tile_end {
+                let width = if g + 16 <= tile_end {
+                    dot16(
+                        [w.row::<W>(g / 8), w.row::<W>(g / 8 + 1)],
+                        &a[..m],
+                        &mut sums[..m],
+                    );
+                    16
+                } else {
+                    let mut eight = [[0.0f32; 8]; 8];
+                    dot(w.row::<W>(g / 8), &a[..m], &mut eight[..m]);
+                    for (s, e) in sums.iter_mut().zip(&eight[..m]) {
+                        s[..8].copy_from_slice(e);
+                    }
+                    8
+                };
                 for (j, s) in sums[..m].iter().enumerate() {
                     let at = (t + j) * rows + g;
                     // SAFETY: this thread alone owns rows [lo, hi) of every
                     // activation row's output during this step.
-                    unsafe { out.slice(at, at + 8) }.copy_from_slice(s);
+                    unsafe { out.slice(at, at + width) }.copy_from_slice(&s[..width]);
                 }
+                g += width;
             }
         }
         tile = tile_end;
@@ -851,6 +882,36 @@ fn tiles_x8<W: Pod, A: Pod>(
 /// `dot(w, acts, out)` sets `out[j]` to the eight sums of `acts[j]`
 /// (`acts` and `out` have the same length).
 pub type Dot8<W, A> = fn(&[W], &[&[A]], &mut [[f32; 8]]);
+
+/// Two groups of eight interleaved weight rows (`w[0]`'s sums first, then
+/// `w[1]`'s) against one to eight activation rows: `dot(w, acts, out)` sets
+/// `out[j]` to the sixteen sums of `acts[j]`, each group's exactly what the
+/// set's [`Dot8`] gives it.
+pub type Dot16<W, A> = fn([&[W]; 2], &[&[A]], &mut [[f32; 16]]);
+
+/// A [`Dot16`] as two passes of an eight-row kernel.
+fn two_groups<W, A>(dot: Dot8<W, A>, w: [&[W]; 2], acts: &[&[A]], out: &mut [[f32; 16]]) {
+    let mut eight = [[0.0f32; 8]; 8];
+    let m = acts.len();
+    for (g, w) in w.into_iter().enumerate() {
+        dot(w, acts, &mut eight[..m]);
+        for (o, e) in out.iter_mut().zip(&eight[..m]) {
+            o[8 * g..8 * g + 8].copy_from_slice(e);
+        }
+    }
+}
+
+fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+    for (o, y) in out.iter_mut().zip(y) {
+        *o = quant::dot_q4_1x8(x, y);
+    }
+}
+
+fn portable_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+    for (o, y) in out.iter_mut().zip(y) {
+        *o = quant::dot_q8_0x8(x, y);
+    }
+}
 
 /// Dot product of f16 values with f32 values (attention scores).
 fn dot_f16(k: &[f16], q: &[f32]) -> f32 {

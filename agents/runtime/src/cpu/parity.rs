@@ -123,7 +123,7 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
 }
 
 /// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q8_0, in their one-,
-/// four- and eight-row forms) give exactly `a`'s results on every sample:
+/// four-, eight- and sixteen-row forms) give exactly `a`'s results on every sample:
 /// the first difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
@@ -168,6 +168,30 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         let g80: Vec<_> = (0..n)
             .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[r][i])))
             .collect();
+        // A second group: the same rows in reverse order.
+        let h41: Vec<_> = (0..n)
+            .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[7 - r][i])))
+            .collect();
+        let h80: Vec<_> = (0..n)
+            .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[7 - r][i])))
+            .collect();
+        for m in 1..=8 {
+            let (mut x, mut y) = (vec![[0.0f32; 16]; m], vec![[0.0f32; 16]; m]);
+            (a.q4_1x16)([&g41, &h41], &y1[..m], &mut x);
+            (b.q4_1x16)([&g41, &h41], &y1[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q4_1x16 with {m} rows"),
+            );
+            (a.q8_0x16)([&g80, &h80], &y0[..m], &mut x);
+            (b.q8_0x16)([&g80, &h80], &y0[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q8_0x16 with {m} rows"),
+            );
+        }
         for m in 1..=8 {
             let (mut x, mut y) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
             (a.q4_1x8)(&g41, &y1[..m], &mut x);

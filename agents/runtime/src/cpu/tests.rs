@@ -158,6 +158,7 @@ struct Interleaved<W, G, A> {
     offsets: fn(&[W]) -> f32,
     reference: fn(&[W], &[A]) -> f32,
     kernel: fn(&Kernels) -> Dot8<G, A>,
+    kernel16: fn(&Kernels) -> Dot16<G, A>,
 }
 
 impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
@@ -173,6 +174,9 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                 .collect();
             let x8: Vec<G> = (0..n)
                 .map(|b| (self.interleave)(std::array::from_fn(|r| &rows[r][b])))
+                .collect();
+            let reversed: Vec<G> = (0..n)
+                .map(|b| (self.interleave)(std::array::from_fn(|r| &rows[7 - r][b])))
                 .collect();
             for (r, row) in rows.iter().enumerate() {
                 let back: Vec<W> = x8.iter().map(|b| (self.row)(b, r)).collect();
@@ -219,6 +223,27 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                     dot(&x8, &ys, &mut many);
                     assert_eq!(many, one[..m], "{} {} rows at once vs one at a time", k.name, m);
                 }
+                // Two groups at once (the second: the rows in reverse
+                // order), each exactly as the eight-row kernel gives it.
+                let dot16 = (self.kernel16)(&k);
+                for m in 1..=acts.len() {
+                    let ys: Vec<&[A]> = acts[..m].iter().map(|a| &a[..]).collect();
+                    let (mut first, mut second) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
+                    dot(&x8, &ys, &mut first);
+                    dot(&reversed, &ys, &mut second);
+                    let mut both = vec![[0.0f32; 16]; m];
+                    dot16([&x8, &reversed], &ys, &mut both);
+                    for j in 0..m {
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&both[j]),
+                            bits(&[first[j], second[j]].concat()),
+                            "{} {} sixteen rows, {m} activation rows, row {j}",
+                            k.name,
+                            self.name
+                        );
+                    }
+                }
             }
         });
     }
@@ -237,6 +262,7 @@ fn interleaved_q4_1_kernels_match_the_reference() {
         offsets: |w: &[BlockQ4_1]| w.iter().map(|b| b.m.to_f32().abs()).sum(),
         reference: dot_q4_1,
         kernel: |k| k.q4_1x8,
+        kernel16: |k| k.q4_1x16,
     }
     .check();
 }
@@ -258,6 +284,7 @@ fn interleaved_q8_0_kernels_match_the_reference() {
         offsets: |_| 0.0,
         reference: dot_q8_0,
         kernel: |k| k.q8_0x8,
+        kernel16: |k| k.q8_0x16,
     }
     .check();
 }
@@ -653,7 +680,8 @@ fn matmul_splits_rows_across_threads_and_matches_single_dots() {
 #[test]
 fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let mut rng = Rng(5);
-    let (rows, cols) = (48, 96);
+    // Seven groups of eight rows: chunks of sixteen rows leave one over.
+    let (rows, cols) = (56, 96);
     let q4_1 = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let q8_0 = q8_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let matrix = |ty, bytes: &[u8]| {
@@ -673,7 +701,8 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
 }
 
 fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
-    let (rows, cols, tokens) = (plain.rows, plain.cols, 6);
+    // Eleven activation rows: a pass of eight, then one of three.
+    let (rows, cols, tokens) = (plain.rows, plain.cols, 11);
     let x8 = plain.clone().interleaved();
     assert_eq!(x8.ty, ty);
     let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
@@ -689,6 +718,7 @@ fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
             let (mut want, mut got) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+            let mut again = vec![0.0; tokens * rows];
             matmul(
                 &pool,
                 &k,
@@ -698,19 +728,29 @@ fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
                     out: &mut want,
                 }],
             );
+            // Twice in one step: the second product's groups start off the
+            // chunks' sixteen-row grid.
             matmul(
                 &pool,
                 &k,
-                &mut [Product {
-                    w: &x8,
-                    acts: &acts,
-                    out: &mut got,
-                }],
+                &mut [
+                    Product {
+                        w: &x8,
+                        acts: &acts,
+                        out: &mut got,
+                    },
+                    Product {
+                        w: &x8,
+                        acts: &acts,
+                        out: &mut again,
+                    },
+                ],
             );
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let what = format!("{ty:?} {} threads {threads} output {i}", k.name);
                 assert_close(*g, *w, 10.0, &what);
             }
+            assert_eq!(got, again, "{ty:?} {} threads {threads}", k.name);
         }
     }
 }

@@ -144,3 +144,159 @@ fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 
     }
     acc.map(|a| lanes(a))
 }
+
+/// Two neighbouring groups of eight interleaved Q4_1 weight rows (sixteen
+/// rows) against one to eight activation rows: `out[j][..8]` gets group
+/// `x[0]`'s sums, `out[j][8..]` group `x[1]`'s, each exactly what
+/// [`dot_q4_1x8`] gives for its group.
+///
+/// The 512-bit form: each run of the two groups' blocks fills one vector
+/// (group 0 in the low half, group 1 in the high half), so one `vpdpbusd`
+/// does the work of two and the per-block scaling covers sixteen rows at
+/// once. Every lane's integer sums and float operations are those of the
+/// eight-row kernel, in the same order.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4_1x16(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]], out: &mut [[f32; 16]]) {
+    by_rows!(q4_1x16_n, x, y, out);
+}
+
+/// [`dot_q4_1x16`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1x16_n<const N: usize>(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]; N]) -> [[f32; 16]; N] {
+    let [x0, x1] = x;
+    assert_eq!(x0.len(), x1.len(), "two groups of the same length");
+    let y: [&[BlockQ8_1]; N] = y.map(|y| &y[..x0.len()]);
+    let low = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
+        prefetch_ahead(a);
+        prefetch_ahead(b);
+        let mut s = [[_mm512_setzero_si512(); 2]; N];
+        for c in 0..4 {
+            let v = join256(&a.qs[32 * c..][..32], &b.qs[32 * c..][..32]);
+            let (lo, hi) = (
+                _mm512_and_si512(v, low),
+                _mm512_and_si512(_mm512_srli_epi16(v, 4), low),
+            );
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                s[j][0] = _mm512_dpbusd_epi32(s[j][0], lo, broadcast4x16(q, 4 * c));
+                s[j][1] = _mm512_dpbusd_epi32(s[j][1], hi, broadcast4x16(q, 16 + 4 * c));
+            }
+        }
+        let (dx, mx) = (join_f16(&a.d, &b.d), join_f16(&a.m, &b.m));
+        for j in 0..N {
+            let b = &y[j][i];
+            let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(s[j][0], s[j][1]));
+            acc[j] = _mm512_fmadd_ps(sums, _mm512_mul_ps(dx, _mm512_set1_ps(b.d)), acc[j]);
+            acc[j] = _mm512_fmadd_ps(mx, _mm512_set1_ps(b.s), acc[j]);
+        }
+    }
+    acc.map(|a| lanes16(a))
+}
+
+/// Two neighbouring groups of eight interleaved Q8_0 weight rows against
+/// one to eight activation rows, as [`dot_q4_1x16`]: each group's sums are
+/// exactly what [`dot_q8_0x8`] gives. AVX-512 has no `vpsignb`; a mask of
+/// the negative weights negates the activations instead.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+    by_rows!(q8_0x16_n, x, y, out);
+}
+
+/// [`dot_q8_0x16`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]; N]) -> [[f32; 16]; N] {
+    let [x0, x1] = x;
+    assert_eq!(x0.len(), x1.len(), "two groups of the same length");
+    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x0.len()]);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
+        prefetch_ahead(a);
+        prefetch_ahead(b);
+        let mut s = [[_mm512_setzero_si512(); 2]; N];
+        // Runs in pairs, even ones to the first accumulator (written out
+        // so that the accumulators stay in registers).
+        for c in (0..8).step_by(2) {
+            let run = |c: usize| {
+                let w = join256(
+                    bytemuck::cast_slice(&a.qs[32 * c..][..32]),
+                    bytemuck::cast_slice(&b.qs[32 * c..][..32]),
+                );
+                // |w| × (y with w's sign) = w × y, as `vpsignb` gives it
+                // (where w is 0, |w| is too, so y's sign does not matter).
+                (_mm512_movepi8_mask(w), _mm512_abs_epi8(w))
+            };
+            let ((n0, w0), (n1, w1)) = (run(c), run(c + 1));
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                let (q0, q1) = (broadcast4x16(q, 4 * c), broadcast4x16(q, 4 * c + 4));
+                s[j][0] = _mm512_dpbusd_epi32(s[j][0], w0, _mm512_mask_sub_epi8(q0, n0, zero, q0));
+                s[j][1] = _mm512_dpbusd_epi32(s[j][1], w1, _mm512_mask_sub_epi8(q1, n1, zero, q1));
+            }
+        }
+        let dx = join_f16(&a.d, &b.d);
+        for j in 0..N {
+            let d = _mm512_mul_ps(dx, _mm512_set1_ps(y[j][i].d.to_f32()));
+            let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(s[j][0], s[j][1]));
+            acc[j] = _mm512_fmadd_ps(sums, d, acc[j]);
+        }
+    }
+    acc.map(|a| lanes16(a))
+}
+
+/// 32 bytes from each of two places, `lo` in the low half of the vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn join256(lo: &[u8], hi: &[u8]) -> __m512i {
+    assert!(lo.len() == 32 && hi.len() == 32);
+    // SAFETY: each slice is 32 readable bytes; no alignment needed.
+    unsafe {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(lo.as_ptr().cast())),
+            _mm256_loadu_si256(hi.as_ptr().cast()),
+        )
+    }
+}
+
+/// Two groups' eight f16 scales as sixteen f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn join_f16(lo: &[half::f16; 8], hi: &[half::f16; 8]) -> __m512 {
+    // SAFETY: each array is 16 readable bytes; no alignment needed.
+    unsafe {
+        _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
+            _mm256_castsi128_si256(_mm_loadu_si128(lo.as_ptr().cast())),
+            _mm_loadu_si128(hi.as_ptr().cast()),
+        ))
+    }
+}
+
+/// Activation bytes `at .. at + 4` in every 32-bit lane of a 512-bit vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn broadcast4x16(qs: &[i8; 32], at: usize) -> __m512i {
+    let b = &qs[at..at + 4];
+    _mm512_set1_epi32(i32::from_le_bytes([
+        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
+    ]))
+}
+
+/// Sixteen lanes of f32 as an array.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn lanes16(v: __m512) -> [f32; 16] {
+    let mut out = [0.0f32; 16];
+    // SAFETY: `out` is sixteen writable f32.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
