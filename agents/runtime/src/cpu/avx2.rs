@@ -457,6 +457,7 @@ fn attend_regs<const R: usize>(
     let mut max = f32::NEG_INFINITY;
     for (j, s) in scores.iter_mut().enumerate() {
         let base = j * stride;
+        prefetch_position(kp, vp, base, stride, q.len());
         let mut lanes = [_mm256_setzero_ps(); 4];
         for r in 0..regs {
             // SAFETY: base + 8r + 8 <= base + hd <= keys.len().
@@ -520,6 +521,7 @@ pub fn attend_3x64(
     let mut max = [f32::NEG_INFINITY; G];
     for j in 0..n {
         let base = j * stride;
+        prefetch_position(kp, vp, base, stride, 64);
         let mut lanes = [[_mm256_setzero_ps(); 4]; G];
         for r in 0..R {
             // SAFETY: base + 8r + 8 <= base + 64 <= keys.len().
@@ -561,6 +563,25 @@ pub fn attend_3x64(
                 unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(64 * h + 32 * half + 8 * r), *a) };
             }
         }
+    }
+}
+
+/// Asks for the keys eight positions past the one at `base` and for its
+/// values (read after the softmax), `len` values each. A step's weights
+/// have pushed the cache out of L2 by the time attention reads it, and the
+/// positions lie a stride apart, which the hardware prefetchers follow
+/// late. A prefetch never faults, so the addresses may lie past the end.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn prefetch_position(kp: *const half::f16, vp: *const half::f16, base: usize, stride: usize, len: usize) {
+    let bytes = 2 * len;
+    let (k, v) = (
+        kp.wrapping_add(base + 8 * stride).cast::<i8>(),
+        vp.wrapping_add(base).cast::<i8>(),
+    );
+    for line in (0..bytes).step_by(64).chain([bytes - 1]) {
+        _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(line));
+        _mm_prefetch::<_MM_HINT_T0>(v.wrapping_add(line));
     }
 }
 
