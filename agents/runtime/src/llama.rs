@@ -172,10 +172,13 @@ struct Scratch {
     /// One attention-score row per thread.
     scores: Vec<f32>,
     /// Activations quantized per format, indexed like [`act_slot`].
-    acts: [Acts; 4],
+    acts: [Acts; ACT_SLOTS],
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
+
+/// Activation formats: one slot each in the scratch space.
+const ACT_SLOTS: usize = 5;
 
 fn act_slot(t: ActType) -> usize {
     match t {
@@ -183,6 +186,7 @@ fn act_slot(t: ActType) -> usize {
         ActType::Q8_1 => 1,
         ActType::Q8K => 2,
         ActType::F32 => 3,
+        ActType::Q8_0S => 4,
     }
 }
 
@@ -710,7 +714,7 @@ impl Llama {
     }
 }
 
-fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; 4], out: &'a mut [f32]) -> Product<'a> {
+fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; ACT_SLOTS], out: &'a mut [f32]) -> Product<'a> {
     Product {
         w,
         acts: &acts[act_slot(w.ty.act())],
@@ -719,8 +723,8 @@ fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; 4], out: &'a mut [f32]) -> Produ
 }
 
 /// Quantizes `x` once for each activation format the matrices need.
-fn quantize_for(pool: &Pool, acts: &mut [Acts; 4], matrices: &[&QMatrix], x: &[f32], cols: usize) {
-    let mut done = [false; 4];
+fn quantize_for(pool: &Pool, acts: &mut [Acts; ACT_SLOTS], matrices: &[&QMatrix], x: &[f32], cols: usize) {
+    let mut done = [false; ACT_SLOTS];
     for m in matrices {
         let t = m.ty.act();
         let slot = act_slot(t);

@@ -13,7 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, BlockQ8K, scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K,
+    scale_min_k4,
 };
 
 #[inline]
@@ -364,18 +365,19 @@ fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
     by_rows!(q8_0x8_n, x, y, out);
 }
 
 /// [`dot_q8_0x8`] for `N` activation rows. Run `c` of a block holds
-/// values `4c .. 4c + 4` of each row; each run's pairs can reach
-/// 2 × 128 × 128, so they widen to 32 bits at once.
+/// values `4c .. 4c + 4` of each row (plus 128: flipping the top bit gives
+/// them back); each run's pairs can reach 2 × 128 × 128, so they widen to
+/// 32 bits at once.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 8]; N] {
-    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x.len()]);
-    let ones = _mm256_set1_epi16(1);
+fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x.len()]);
+    let (ones, top) = (_mm256_set1_epi16(1), _mm256_set1_epi8(i8::MIN));
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, x) in x.iter().enumerate() {
         prefetch_ahead(x);
@@ -383,6 +385,7 @@ fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 
         for c in 0..8 {
             // SAFETY: run `c` is 32 readable bytes; no alignment needed.
             let w = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+            let w = _mm256_xor_si256(w, top);
             let aw = _mm256_sign_epi8(w, w);
             for j in 0..N {
                 let sy = _mm256_sign_epi8(broadcast4(&y[j][i].qs, 4 * c), w);

@@ -23,7 +23,8 @@ use std::sync::OnceLock;
 
 use pool::{Pool, SharedMut, Shares};
 use quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK,
+    QK_K,
 };
 
 /// Storage format of a weight matrix.
@@ -45,6 +46,8 @@ pub enum WeightType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActType {
     Q8_0,
+    /// Q8_0 with each block's sum ([`BlockQ8_0S`]), for interleaved Q8_0.
+    Q8_0S,
     Q8_1,
     Q8K,
     F32,
@@ -79,7 +82,8 @@ impl WeightType {
 
     pub fn act(self) -> ActType {
         match self {
-            WeightType::Q4_0 | WeightType::Q8_0 | WeightType::Q8_0x8 => ActType::Q8_0,
+            WeightType::Q4_0 | WeightType::Q8_0 => ActType::Q8_0,
+            WeightType::Q8_0x8 => ActType::Q8_0S,
             WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
             WeightType::Q4K => ActType::Q8K,
             WeightType::F32 => ActType::F32,
@@ -99,6 +103,7 @@ impl ActType {
     pub fn block(self) -> (usize, usize) {
         match self {
             ActType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
+            ActType::Q8_0S => (QK, size_of::<BlockQ8_0S>()),
             ActType::Q8_1 => (QK, size_of::<BlockQ8_1>()),
             ActType::Q8K => (QK_K, size_of::<BlockQ8K>()),
             ActType::F32 => (1, 4),
@@ -302,6 +307,7 @@ impl Acts {
 fn quantize_row(ty: ActType, xs: &[f32], out: &mut [u8]) {
     match ty {
         ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),
+        ActType::Q8_0S => quant::quantize_q8_0s(xs, bytemuck::cast_slice_mut(out)),
         ActType::Q8_1 => quant::quantize_q8_1(xs, bytemuck::cast_slice_mut(out)),
         ActType::Q8K => quant::quantize_q8k(xs, bytemuck::cast_slice_mut(out)),
         ActType::F32 => out.copy_from_slice(bytemuck::cast_slice(xs)),
@@ -326,13 +332,13 @@ pub struct Kernels {
     /// Eight interleaved weight rows against one to eight activation rows
     /// (see [`Dot8`]).
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
-    pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0>,
+    pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0S>,
     /// Two neighbouring interleaved groups (sixteen weight rows) against
     /// one to eight activation rows, each group's sums exactly the
     /// eight-row kernel's (see [`Dot16`]). One pass in 512-bit vectors with
     /// AVX-512; two eight-row passes elsewhere.
     pub q4_1x16: Dot16<BlockQ4_1x8, BlockQ8_1>,
-    pub q8_0x16: Dot16<BlockQ8_0x8, BlockQ8_0>,
+    pub q8_0x16: Dot16<BlockQ8_0x8, BlockQ8_0S>,
     /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
     /// kernels (where their eight-row kernels are the faster ones).
     pub interleave: bool,
@@ -568,13 +574,13 @@ impl Kernels {
         fn q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
             unsafe { vnni::dot_q4_1x8(x, y, out) }
         }
-        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
             unsafe { vnni::dot_q8_0x8(x, y, out) }
         }
         fn q4_1x16(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q4_1x16(x, y, out) }
         }
-        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q8_0x16(x, y, out) }
         }
         // Q4_K, F32 and attention have no byte products to speed up: AVX2's.
@@ -637,13 +643,13 @@ impl Kernels {
         fn q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
             unsafe { avx2::dot_q4_1x8(x, y, out) }
         }
-        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+        fn q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
             unsafe { avx2::dot_q8_0x8(x, y, out) }
         }
         fn q4_1x16(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]], out: &mut [[f32; 16]]) {
             two_groups(q4_1x8, x, y, out)
         }
-        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+        fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             two_groups(q8_0x8, x, y, out)
         }
         #[allow(clippy::too_many_arguments)]
@@ -869,7 +875,14 @@ fn tiles_x8<W: Pod, A: Pod>(
                     let at = (t + j) * rows + g;
                     // SAFETY: this thread alone owns rows [lo, hi) of every
                     // activation row's output during this step.
-                    unsafe { out.slice(at, at + width) }.copy_from_slice(&s[..width]);
+                    let dst = unsafe { out.slice(at, at + width) };
+                    // Copies of a constant length, which compile to a few
+                    // moves rather than a call to `memcpy`.
+                    if width == 16 {
+                        dst.copy_from_slice(&s[..16]);
+                    } else {
+                        dst.copy_from_slice(&s[..8]);
+                    }
                 }
                 g += width;
             }
@@ -907,7 +920,7 @@ fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) 
     }
 }
 
-fn portable_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+fn portable_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
     for (o, y) in out.iter_mut().zip(y) {
         *o = quant::dot_q8_0x8(x, y);
     }

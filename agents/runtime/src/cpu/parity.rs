@@ -129,9 +129,11 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
         let x = activations(rng, n * QK, f);
         let (mut a0, mut a1) = (vec![BlockQ8_0::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
+        let mut a0s = vec![BlockQ8_0S::zeroed(); n];
         quantize_q8_0(&x, &mut a0);
         quantize_q8_1(&x, &mut a1);
-        (a0, a1)
+        quantize_q8_0s(&x, &mut a0s);
+        (a0, a1, a0s)
     };
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut verdict = Ok(());
@@ -142,7 +144,8 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         let fill = |j: usize| if j.is_multiple_of(3) { af } else { FILLS[j % 3] };
         let acts: Vec<_> = (0..8).map(|j| acts_of(rng, n, fill(j))).collect();
         let (y0, y1): (Vec<&[BlockQ8_0]>, Vec<&[BlockQ8_1]>) =
-            acts.iter().map(|(a0, a1)| (&a0[..], &a1[..])).unzip();
+            acts.iter().map(|(a0, a1, _)| (&a0[..], &a1[..])).unzip();
+        let y0s: Vec<&[BlockQ8_0S]> = acts.iter().map(|(_, _, a)| &a[..]).collect();
         let w40 = q4_0_blocks(rng, n, wf);
         let w41: Vec<_> = (0..8).map(|r| q4_1_blocks(rng, n, fill(r))).collect();
         let w80: Vec<_> = (0..8).map(|r| q8_0_blocks(rng, n, fill(r))).collect();
@@ -184,8 +187,8 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 y.as_flattened(),
                 &format!("q4_1x16 with {m} rows"),
             );
-            (a.q8_0x16)([&g80, &h80], &y0[..m], &mut x);
-            (b.q8_0x16)([&g80, &h80], &y0[..m], &mut y);
+            (a.q8_0x16)([&g80, &h80], &y0s[..m], &mut x);
+            (b.q8_0x16)([&g80, &h80], &y0s[..m], &mut y);
             same(
                 x.as_flattened(),
                 y.as_flattened(),
@@ -201,8 +204,8 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 y.as_flattened(),
                 &format!("q4_1x8 with {m} rows"),
             );
-            (a.q8_0x8)(&g80, &y0[..m], &mut x);
-            (b.q8_0x8)(&g80, &y0[..m], &mut y);
+            (a.q8_0x8)(&g80, &y0s[..m], &mut x);
+            (b.q8_0x8)(&g80, &y0s[..m], &mut y);
             same(
                 x.as_flattened(),
                 y.as_flattened(),

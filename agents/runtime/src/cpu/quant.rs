@@ -103,14 +103,39 @@ impl BlockQ4_1x8 {
     }
 }
 
+/// Q8_0 activations with each block's sum of values, for the interleaved
+/// Q8_0 weights ([`BlockQ8_0x8`], stored offset by 128): the sum takes the
+/// offset back out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ8_0S {
+    pub d: f16,
+    /// The sum of `qs` (at most 32 × 128 in size).
+    pub sum: i16,
+    pub qs: [i8; QK],
+}
+
+impl BlockQ8_0S {
+    /// The block without its sum.
+    pub fn q8_0(&self) -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: self.d,
+            qs: self.qs,
+        }
+    }
+}
+
 /// Block `b` of eight Q8_0 rows, interleaved like [`BlockQ4_1x8`]: the
 /// eight scales, then eight runs of 32 bytes; run `c` holds each row's
-/// values `4c .. 4c + 4` in turn.
+/// values `4c .. 4c + 4` in turn. The values are stored plus 128 (as
+/// unsigned bytes), which is what AVX-512 VNNI's unsigned × signed byte
+/// product takes: `w · y = (w + 128) · y - 128 Σy`, with `Σy` from
+/// [`BlockQ8_0S`]. Kernels without it flip the top bit back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct BlockQ8_0x8 {
     pub d: [f16; 8],
-    pub qs: [i8; 8 * QK],
+    pub qs: [u8; 8 * QK],
 }
 
 impl BlockQ8_0x8 {
@@ -122,7 +147,9 @@ impl BlockQ8_0x8 {
         };
         for (r, b) in rows.iter().enumerate() {
             for c in 0..8 {
-                out.qs[32 * c + 4 * r..][..4].copy_from_slice(&b.qs[4 * c..][..4]);
+                for (o, &q) in out.qs[32 * c + 4 * r..][..4].iter_mut().zip(&b.qs[4 * c..][..4]) {
+                    *o = q as u8 ^ 0x80;
+                }
             }
         }
         out
@@ -135,7 +162,9 @@ impl BlockQ8_0x8 {
             qs: [0; QK],
         };
         for c in 0..8 {
-            b.qs[4 * c..][..4].copy_from_slice(&self.qs[32 * c + 4 * r..][..4]);
+            for (q, &o) in b.qs[4 * c..][..4].iter_mut().zip(&self.qs[32 * c + 4 * r..][..4]) {
+                *q = (o ^ 0x80) as i8;
+            }
         }
         b
     }
@@ -232,13 +261,23 @@ fn integer(v: f32) -> i32 {
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out) {
-        let d = amax(xs) / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        b.d = f16::from_f32(d);
-        for (q, r) in b.qs.iter_mut().zip(round_block(xs, id)) {
-            *q = r as i8;
-        }
+        (b.d, b.qs) = q8_0_block(xs);
     }
+}
+
+/// [`quantize_q8_0`] with each block's sum.
+pub fn quantize_q8_0s(x: &[f32], out: &mut [BlockQ8_0S]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xs, b) in x.chunks_exact(QK).zip(out) {
+        (b.d, b.qs) = q8_0_block(xs);
+        b.sum = b.qs.iter().map(|&q| q as i16).sum();
+    }
+}
+
+fn q8_0_block(xs: &[f32]) -> (f16, [i8; QK]) {
+    let d = amax(xs) / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    (f16::from_f32(d), round_block(xs, id).map(|r| r as i8))
 }
 
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
@@ -370,10 +409,11 @@ pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
 
 /// Eight interleaved Q8_0 rows against one activation row, as
 /// [`dot_q8_0`] computes each.
-pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0]) -> [f32; 8] {
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
+    let y: Vec<BlockQ8_0> = y.iter().map(BlockQ8_0S::q8_0).collect();
     std::array::from_fn(|r| {
         let row: Vec<BlockQ8_0> = x.iter().map(|b| b.row(r)).collect();
-        dot_q8_0(&row, y)
+        dot_q8_0(&row, &y)
     })
 }
 

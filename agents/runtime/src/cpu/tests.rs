@@ -275,14 +275,14 @@ fn interleaved_q8_0_kernels_match_the_reference() {
         interleave: BlockQ8_0x8::interleave,
         row: BlockQ8_0x8::row,
         dequantize: dequantize_q8_0,
-        quantize: quantize_q8_0,
-        expand: |a: &[BlockQ8_0]| {
+        quantize: quantize_q8_0s,
+        expand: |a: &[BlockQ8_0S]| {
             a.iter()
                 .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
                 .collect()
         },
         offsets: |_| 0.0,
-        reference: dot_q8_0,
+        reference: |w, a| dot_q8_0(w, &a.iter().map(BlockQ8_0S::q8_0).collect::<Vec<_>>()),
         kernel: |k| k.q8_0x8,
         kernel16: |k| k.q8_0x16,
     }
@@ -304,11 +304,33 @@ fn vnni_kernels_give_avx2_results_bit_for_bit() {
     }
 }
 
+/// Q8_0 activations with block sums are Q8_0's, plus the right sums; the
+/// interleaved Q8_0 weights (stored plus 128) give their rows back.
+#[test]
+fn q8_0_blocks_with_sums_and_offset_weights_round_trip() {
+    let mut rng = Rng(11);
+    for fill in FILLS {
+        let x = activations(&mut rng, 5 * QK, fill);
+        let (mut plain, mut summed) = (vec![BlockQ8_0::zeroed(); 5], vec![BlockQ8_0S::zeroed(); 5]);
+        quantize_q8_0(&x, &mut plain);
+        quantize_q8_0s(&x, &mut summed);
+        for (p, s) in plain.iter().zip(&summed) {
+            assert_eq!(bytemuck::bytes_of(p), bytemuck::bytes_of(&s.q8_0()));
+            assert_eq!(s.sum as i32, s.qs.iter().map(|&q| q as i32).sum::<i32>());
+        }
+        let rows: Vec<_> = (0..8).map(|_| q8_0_blocks(&mut rng, 1, fill)).collect();
+        let group = BlockQ8_0x8::interleave(std::array::from_fn(|r| &rows[r][0]));
+        for (r, row) in rows.iter().enumerate() {
+            assert_eq!(bytemuck::bytes_of(&group.row(r)), bytemuck::bytes_of(&row[0]));
+        }
+    }
+}
+
 /// The check that admits the VNNI kernels catches a set that is off by
 /// the least step in one output of one case, and says where.
 #[test]
 fn a_kernel_set_that_differs_in_one_bit_is_caught() {
-    fn off_in_the_fifth_row(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+    fn off_in_the_fifth_row(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
         (Kernels::PORTABLE.q8_0x8)(x, y, out);
         if y.len() == 5 && x.len() == 7 {
             out[4][3] = f32::from_bits(out[4][3].to_bits() ^ 1);
@@ -712,7 +734,9 @@ fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
         assert_eq!(a, b, "row {r}");
     }
     let x = rng.values(tokens * cols, 1.0);
-    let mut acts = Acts::default();
+    // The same values quantized for each (interleaved Q8_0 takes sums too).
+    let (mut plain_acts, mut acts) = (Acts::default(), Acts::default());
+    plain_acts.quantize(plain.ty.act(), &x, cols);
     acts.quantize(ty.act(), &x, cols);
     for k in kernel_sets() {
         for threads in [1, 2, 3] {
@@ -724,7 +748,7 @@ fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
                 &k,
                 &mut [Product {
                     w: plain,
-                    acts: &acts,
+                    acts: &plain_acts,
                     out: &mut want,
                 }],
             );

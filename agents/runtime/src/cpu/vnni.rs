@@ -37,7 +37,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{broadcast4, hsum, lanes, load32, nibbles, prefetch_ahead};
-use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0x8, BlockQ8_1};
+use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1};
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
 #[inline]
@@ -110,36 +110,46 @@ fn q4_1x8_n<const N: usize>(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]; N]) -> [[f32; 
 /// # Safety
 /// The CPU must have the features in the module's header.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]], out: &mut [[f32; 8]]) {
+pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
     by_rows!(q8_0x8_n, x, y, out);
 }
 
 /// [`dot_q8_0x8`] for `N` activation rows. Run `c` of a block holds
-/// values `4c .. 4c + 4` of each row; even and odd runs go to separate
-/// accumulators.
+/// values `4c .. 4c + 4` of each row, plus 128: unsigned, as `vpdpbusd`
+/// takes them, so each block's sums come out `128 Σy` too large, which
+/// the activations' block sums take back off. Even and odd runs go to
+/// separate accumulators.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0]; N]) -> [[f32; 8]; N] {
-    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x.len()]);
+fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x.len()]);
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, x) in x.iter().enumerate() {
         prefetch_ahead(x);
         let mut s = [[_mm256_setzero_si256(); 2]; N];
-        for c in 0..8 {
-            // SAFETY: run `c` is 32 readable bytes; no alignment needed.
-            let w = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
-            let aw = _mm256_sign_epi8(w, w);
+        for c in (0..8).step_by(2) {
+            // SAFETY: runs `c` and `c + 1` are 64 readable bytes; no
+            // alignment needed.
+            let (w0, w1) = unsafe {
+                (
+                    _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()),
+                    _mm256_loadu_si256(x.qs[32 * c + 32..].as_ptr().cast()),
+                )
+            };
             for j in 0..N {
-                let sy = _mm256_sign_epi8(broadcast4(&y[j][i].qs, 4 * c), w);
-                s[j][c % 2] = _mm256_dpbusd_epi32(s[j][c % 2], aw, sy);
+                let q = &y[j][i].qs;
+                s[j][0] = _mm256_dpbusd_epi32(s[j][0], w0, broadcast4(q, 4 * c));
+                s[j][1] = _mm256_dpbusd_epi32(s[j][1], w1, broadcast4(q, 4 * c + 4));
             }
         }
         // SAFETY: `d` is 16 readable bytes.
         let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
         for j in 0..N {
-            let d = _mm256_mul_ps(dx, _mm256_set1_ps(y[j][i].d.to_f32()));
-            let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(s[j][0], s[j][1]));
-            acc[j] = _mm256_fmadd_ps(sums, d, acc[j]);
+            let b = &y[j][i];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
+            let offset = _mm256_set1_epi32(128 * b.sum as i32);
+            let sums = _mm256_sub_epi32(_mm256_add_epi32(s[j][0], s[j][1]), offset);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);
         }
     }
     acc.map(|a| lanes(a))
@@ -200,25 +210,24 @@ fn q4_1x16_n<const N: usize>(x: [&[BlockQ4_1x8]; 2], y: &[&[BlockQ8_1]; N]) -> [
 }
 
 /// Two neighbouring groups of eight interleaved Q8_0 weight rows against
-/// one to eight activation rows, as [`dot_q4_1x16`]: each group's sums are
-/// exactly what [`dot_q8_0x8`] gives. AVX-512 has no `vpsignb`; a mask of
-/// the negative weights negates the activations instead.
+/// one to eight activation rows, as [`dot_q4_1x16`] (the unsigned weights
+/// as in [`dot_q8_0x8`]): each group's sums are exactly what
+/// [`dot_q8_0x8`] gives.
 ///
 /// # Safety
 /// The CPU must have the features in the module's header.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub fn dot_q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]], out: &mut [[f32; 16]]) {
+pub fn dot_q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
     by_rows!(q8_0x16_n, x, y, out);
 }
 
 /// [`dot_q8_0x16`] for `N` activation rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]; N]) -> [[f32; 16]; N] {
+fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> [[f32; 16]; N] {
     let [x0, x1] = x;
     assert_eq!(x0.len(), x1.len(), "two groups of the same length");
-    let y: [&[BlockQ8_0]; N] = y.map(|y| &y[..x0.len()]);
-    let zero = _mm512_setzero_si512();
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x0.len()]);
     let mut acc = [_mm512_setzero_ps(); N];
     for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
         prefetch_ahead(a);
@@ -227,28 +236,21 @@ fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0]; N]) -> [
         // Runs in pairs, even ones to the first accumulator (written out
         // so that the accumulators stay in registers).
         for c in (0..8).step_by(2) {
-            let run = |c: usize| {
-                let w = join256(
-                    bytemuck::cast_slice(&a.qs[32 * c..][..32]),
-                    bytemuck::cast_slice(&b.qs[32 * c..][..32]),
-                );
-                // |w| × (y with w's sign) = w × y, as `vpsignb` gives it
-                // (where w is 0, |w| is too, so y's sign does not matter).
-                (_mm512_movepi8_mask(w), _mm512_abs_epi8(w))
-            };
-            let ((n0, w0), (n1, w1)) = (run(c), run(c + 1));
+            let w0 = join256(&a.qs[32 * c..][..32], &b.qs[32 * c..][..32]);
+            let w1 = join256(&a.qs[32 * c + 32..][..32], &b.qs[32 * c + 32..][..32]);
             for j in 0..N {
                 let q = &y[j][i].qs;
-                let (q0, q1) = (broadcast4x16(q, 4 * c), broadcast4x16(q, 4 * c + 4));
-                s[j][0] = _mm512_dpbusd_epi32(s[j][0], w0, _mm512_mask_sub_epi8(q0, n0, zero, q0));
-                s[j][1] = _mm512_dpbusd_epi32(s[j][1], w1, _mm512_mask_sub_epi8(q1, n1, zero, q1));
+                s[j][0] = _mm512_dpbusd_epi32(s[j][0], w0, broadcast4x16(q, 4 * c));
+                s[j][1] = _mm512_dpbusd_epi32(s[j][1], w1, broadcast4x16(q, 4 * c + 4));
             }
         }
         let dx = join_f16(&a.d, &b.d);
         for j in 0..N {
-            let d = _mm512_mul_ps(dx, _mm512_set1_ps(y[j][i].d.to_f32()));
-            let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(s[j][0], s[j][1]));
-            acc[j] = _mm512_fmadd_ps(sums, d, acc[j]);
+            let b = &y[j][i];
+            let d = _mm512_mul_ps(dx, _mm512_set1_ps(b.d.to_f32()));
+            let offset = _mm512_set1_epi32(128 * b.sum as i32);
+            let sums = _mm512_sub_epi32(_mm512_add_epi32(s[j][0], s[j][1]), offset);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[j]);
         }
     }
     acc.map(|a| lanes16(a))
