@@ -864,3 +864,24 @@ fn repeat_penalty(logits: &mut [f32], penalty: f32, recent: &[u32]) {
 fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    /// The greedy pick: the first of equal largest values, wherever it lies
+    /// (in the eight-lane body or the tail), with NaNs passed over.
+    #[test]
+    fn argmax_takes_the_first_largest_and_skips_nans() {
+        assert_eq!(argmax(&[1.0, 3.0, 2.0, 3.0]), 1);
+        let mut v = vec![0.0f32; 21];
+        v[19] = 5.0;
+        assert_eq!(argmax(&v), 19, "in the tail");
+        v[4] = 5.0;
+        assert_eq!(argmax(&v), 4, "a tie goes to the first");
+        v[0] = f32::NAN;
+        assert_eq!(argmax(&v), 4, "a NaN is never the pick");
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]), 0);
+        assert_eq!(argmax(&[-2.0, -1.0]), 1);
+    }
+}

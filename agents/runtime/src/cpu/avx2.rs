@@ -243,10 +243,15 @@ pub fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn broadcast4(qs: &[i8; 32], at: usize) -> __m256i {
+    _mm256_set1_epi32(four_bytes(qs, at))
+}
+
+/// Activation bytes `at .. at + 4` as one 32-bit lane's worth, for a
+/// broadcast.
+#[inline]
+pub(super) fn four_bytes(qs: &[i8; 32], at: usize) -> i32 {
     let b = &qs[at..at + 4];
-    _mm256_set1_epi32(i32::from_le_bytes([
-        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
-    ]))
+    i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
 }
 
 /// Asks for the memory `NEAR` blocks past `block` (the same rows' later

@@ -724,9 +724,8 @@ pub struct Product<'a> {
 /// The most weight rows a thread takes at a time in a [`matmul`]. Small
 /// products take smaller chunks (down to 16 rows, a multiple of 16 so that
 /// no chunk splits an interleaved group or a pair of them), at least eight
-/// per thread, so
-/// that when one thread finishes its last chunk the other is never left
-/// with much more than a small one.
+/// per thread, so that when one thread finishes its last chunk the other is
+/// never left with much more than a small one.
 const CHUNK_ROWS: usize = 64;
 
 /// Weight rows handled per tile: a tile's rows stay in L1 while every

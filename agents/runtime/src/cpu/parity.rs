@@ -123,8 +123,8 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
 }
 
 /// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q8_0, in their one-,
-/// four-, eight- and sixteen-row forms) give exactly `a`'s results on every sample:
-/// the first difference otherwise, named by kernel and case.
+/// four-, eight- and sixteen-row forms) give exactly `a`'s results on every
+/// sample: the first difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
         let x = activations(rng, n * QK, f);

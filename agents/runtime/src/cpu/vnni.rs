@@ -17,18 +17,21 @@
 //! machines, `scripts/test-kernels-in-bochs.sh` runs the kernel tests on an
 //! emulated Ice Lake (Bochs 2.7; QEMU does not emulate AVX-512), in CI too.
 //! The README gives their speed against AVX2's, as measured.
-//! [`super::Kernels::detect`] does not take them on trust: before it uses them, once per process, it checks that they give
-//! AVX2's results bit for bit on the kernel tests' sample blocks
+//! [`super::Kernels::detect`] does not take them on trust: before it uses
+//! them, once per process, it checks that they give AVX2's results bit for
+//! bit on the kernel tests' sample blocks
 //! ([`super::parity::same_byte_results`], about 8 ms); a CPU where they do
 //! not gets AVX2's kernels and a warning that says where they differed.
 //!
-//! The vectors are 256 bits wide (`AVX512VL`), so the block layouts, the
-//! interleaved rows and the helpers are AVX2's. The one-row and four-row
-//! kernels are AVX2's own source (`byte_kernels!`), expanded here with this
-//! module's `mul_sum_us8`. The eight-row kernels are written out, since
-//! AVX2's keep partial sums in 16 bits; here a block's products go to two
-//! 32-bit accumulators, so that a single activation row does not wait on
-//! one chain of `vpdpbusd` latencies.
+//! The block layouts, the interleaved rows and the helpers are AVX2's. The
+//! one-row and four-row kernels are AVX2's own source (`byte_kernels!`),
+//! expanded here with this module's `mul_sum_us8`, in 256-bit vectors
+//! (`AVX512VL`). The eight-row kernels are written out, since AVX2's keep
+//! partial sums in 16 bits; here a block's products go to two 32-bit
+//! accumulators, so that a single activation row does not wait on one
+//! chain of `vpdpbusd` latencies. The sixteen-row kernels are the
+//! eight-row ones in 512-bit vectors, one group of eight rows in each half,
+//! lane for lane the same arithmetic.
 //!
 //! Every function here requires AVX2, FMA, F16C, AVX512F, AVX512BW,
 //! AVX512VL and AVX512_VNNI; [`super::Kernels::avx512vnni`] hands them out
@@ -36,7 +39,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{broadcast4, hsum, lanes, load32, nibbles, prefetch_ahead};
+use super::avx2::{broadcast4, four_bytes, hsum, lanes, load32, nibbles, prefetch_ahead};
 use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1};
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -287,10 +290,7 @@ fn join_f16(lo: &[half::f16; 8], hi: &[half::f16; 8]) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn broadcast4x16(qs: &[i8; 32], at: usize) -> __m512i {
-    let b = &qs[at..at + 4];
-    _mm512_set1_epi32(i32::from_le_bytes([
-        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
-    ]))
+    _mm512_set1_epi32(four_bytes(qs, at))
 }
 
 /// Sixteen lanes of f32 as an array.
