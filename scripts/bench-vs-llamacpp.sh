@@ -22,6 +22,7 @@
 #                     "cargo run --release -p triage --", or a stub for tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/common.sh
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 MODEL_NAME=smollm2-135m-instruct
@@ -46,20 +47,6 @@ Options:
   -h, --help           print this help
 EOF
 }
-
-die() {
-  echo "error: $*" >&2
-  exit 1
-}
-
-usage_error() {
-  echo "error: $*" >&2
-  echo >&2
-  usage >&2
-  exit 2
-}
-
-say() { echo "$*" >&2; }
 
 # --- options ------------------------------------------------------------------
 

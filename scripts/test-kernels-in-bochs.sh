@@ -23,6 +23,7 @@
 # go to target/bochs/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/common.sh
 
 work=$PWD/target/bochs
 model_name=smollm2-135m-instruct
@@ -57,20 +58,6 @@ Options:
   -h, --help       print this help
 EOF
 }
-
-die() {
-  echo "error: $*" >&2
-  exit 1
-}
-
-usage_error() {
-  echo "error: $*" >&2
-  echo >&2
-  usage >&2
-  exit 2
-}
-
-say() { echo "$*" >&2; }
 
 while (($# > 0)); do
   case $1 in
