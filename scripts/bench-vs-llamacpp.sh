@@ -269,7 +269,7 @@ for candidate in "${candidates[@]}"; do
     break
   fi
   ((rc == 132)) || die "llama-bench fails on $model (exit $rc); run it by hand: $llama_bench -m $model -p 8 -n 0"
-  say "llama-bench ($name) stopped on an illegal instruction (AMX)"
+  say "llama-bench ($name) stopped on an illegal instruction"
 done
 [[ -n $llama_variant ]] || die "every llama-bench build stops on an illegal instruction on $model;" \
   "run one by hand: $llama_bench -m $model -p 8 -n 0"
@@ -362,6 +362,14 @@ def load(name):
         return f.read()
 
 
+def bench_json(name):
+    text = load(name)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        sys.exit(f"error: llama-bench printed no JSON result ({name} begins {text[:200]!r})")
+
+
 def bench_speed(results, n_prompt, n_gen, n_depth):
     for t in results:
         if (t["n_prompt"], t["n_gen"], t.get("n_depth", 0)) == (n_prompt, n_gen, n_depth):
@@ -381,8 +389,8 @@ def triage_object(text):
 llama, triage = [], []
 build = kernels = None
 for r in range(1, rounds + 1):
-    pp = json.loads(load(f"llama-prompt-{r}.json"))
-    tg = json.loads(load(f"llama-gen-{r}.json"))
+    pp = bench_json(f"llama-prompt-{r}.json")
+    tg = bench_json(f"llama-gen-{r}.json")
     build = build or pp[0].get("build_commit")
     llama.append({
         "prompt_tokens_per_s": bench_speed(pp, p, 0, 0),
