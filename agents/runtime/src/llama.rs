@@ -23,6 +23,7 @@ use half::f16;
 
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
+use crate::cpu::quant::integer;
 use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
@@ -931,16 +932,10 @@ fn fast_exp(x: f32) -> f32 {
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2^n through the exponent bits. Adding 1.5 × 2^23 leaves n in the low
-    // bits of the sum (its unit in the last place is 1): integer steps the
-    // compiler keeps in SIMD lanes, where `n as i32` (which must map NaN to
-    // 0) goes lane by lane.
-    const SHIFT: f32 = 12_582_912.0;
-    let exponent = (n + SHIFT)
-        .to_bits()
-        .wrapping_sub(SHIFT.to_bits())
-        .wrapping_add(127);
-    p * f32::from_bits(exponent << 23)
+    // 2^n through the exponent bits. `integer` converts with integer steps
+    // the compiler keeps in SIMD lanes, where `n as i32` (which must map
+    // NaN to 0) goes lane by lane.
+    p * f32::from_bits(((integer(n) + 127) as u32) << 23)
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ pub(crate) fn round_block(xs: &[f32], id: f32) -> [i32; QK] {
 /// A whole number within ±2²² as an integer, without the checks of `as`
 /// (which keep the loops above from vectorizing): added to 1.5 × 2²³, it
 /// becomes the low bits of the sum's mantissa, exactly.
-fn integer(v: f32) -> i32 {
+pub(crate) fn integer(v: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
