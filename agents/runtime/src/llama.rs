@@ -23,7 +23,7 @@ use half::f16;
 
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
-use crate::cpu::quant::integer;
+use crate::cpu::quant::fast_exp;
 use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
@@ -914,28 +914,6 @@ pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
     }
     tail += lanes.iter().sum::<f32>();
     tail.ln() + max
-}
-
-/// `exp(x)` to about one unit in the last place: `x = n ln 2 + r` with
-/// `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `exp(r)` (error
-/// below 1.2e-7 relative), scaled by `2^n` through the exponent bits.
-/// Written so the compiler turns loops over it into SIMD code. Values below
-/// -87 (where `exp` is under 1.7e-38) count as `exp(-87)`, which no sum of
-/// probabilities can notice; values above 88 as `exp(88)` (1.65e38; for
-/// silu, `x / (1 + exp(88))` is 0 all the same).
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2^n through the exponent bits. `integer` converts with integer steps
-    // the compiler keeps in SIMD lanes, where `n as i32` (which must map
-    // NaN to 0) goes lane by lane.
-    p * f32::from_bits(((integer(n) + 127) as u32) << 23)
 }
 
 #[cfg(test)]

@@ -581,7 +581,13 @@ pub fn attend_3x64(
 /// late. A prefetch never faults, so the addresses may lie past the end.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn prefetch_position(kp: *const half::f16, vp: *const half::f16, base: usize, stride: usize, len: usize) {
+pub(super) fn prefetch_position(
+    kp: *const half::f16,
+    vp: *const half::f16,
+    base: usize,
+    stride: usize,
+    len: usize,
+) {
     let bytes = 2 * len;
     let (k, v) = (
         kp.wrapping_add(base + 8 * stride).cast::<i8>(),
@@ -596,7 +602,7 @@ fn prefetch_position(kp: *const half::f16, vp: *const half::f16, base: usize, st
 /// Horizontal sum in ggml's order: the two halves added, then pairwise.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum_pairwise(v: __m256) -> f32 {
+pub(super) fn hsum_pairwise(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_hadd_ps(s, s);
     _mm_cvtss_f32(_mm_hadd_ps(s, s))

@@ -18,6 +18,7 @@ pub mod vnni;
 use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use std::sync::OnceLock;
 
@@ -428,15 +429,34 @@ pub fn attend(
 /// Turns attention scores (whose largest is `max`) into probabilities as
 /// llama.cpp does: exponentials summed in f64, scaled by the inverse sum,
 /// rounded to f16. Shared by every attention kernel.
+///
+/// Each step runs in SIMD lanes: libm's `expf`, a call per score, and a
+/// running sum took half a three-head kernel's time. The exponentials are
+/// [`quant::exp_f32`]'s (`expf`'s values); the f64 sum runs eight lanes
+/// at a time, which can move its last bit, far below the f32 rounding of
+/// its inverse; the f16 roundings go through `half`'s slice conversions.
 fn softmax_f16(scores: &mut [f32], max: f32) {
-    let mut sum = 0.0f64;
     for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s as f64;
+        *s = quant::exp_f32(*s - max);
     }
+    let chunks = scores.chunks_exact(8);
+    let mut sum: f64 = chunks.remainder().iter().map(|&s| s as f64).sum();
+    let mut lanes = [0.0f64; 8];
+    for c in chunks {
+        for (lane, &s) in lanes.iter_mut().zip(c) {
+            *lane += s as f64;
+        }
+    }
+    sum += lanes.iter().sum::<f64>();
     let inv = (1.0 / sum) as f32;
-    for s in scores.iter_mut() {
-        *s = f16::from_f32(*s * inv).to_f32();
+    let mut rounded = [f16::ZERO; 64];
+    for c in scores.chunks_mut(64) {
+        for s in c.iter_mut() {
+            *s *= inv;
+        }
+        let r = &mut rounded[..c.len()];
+        r.convert_from_f32_slice(c);
+        r.convert_to_f32_slice(c);
     }
 }
 
@@ -583,7 +603,8 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q8_0x16(x, y, out) }
         }
-        // Q4_K, F32 and attention have no byte products to speed up: AVX2's.
+        // Q4_K and F32 have no byte products to speed up, and one head's
+        // attention gains nothing from wider vectors: AVX2's.
         Some(Kernels {
             name: "avx512vnni",
             q4_0,
@@ -596,6 +617,7 @@ impl Kernels {
             q8_0x8,
             q4_1x16,
             q8_0x16,
+            attend_shared: attend_shared_vnni,
             ..avx2
         })
     }
@@ -652,41 +674,6 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             two_groups(q8_0x8, x, y, out)
         }
-        #[allow(clippy::too_many_arguments)]
-        fn attend_avx2(
-            q: &[f32],
-            k: &[f16],
-            v: &[f16],
-            stride: usize,
-            n: usize,
-            scale: f32,
-            scores: &mut [f32],
-            out: &mut [f32],
-        ) {
-            if q.len().is_multiple_of(32) && q.len() <= 256 {
-                unsafe { avx2::attend(q, k, v, stride, n, scale, scores, out) }
-            } else {
-                attend(q, k, v, stride, n, scale, scores, out)
-            }
-        }
-        #[allow(clippy::too_many_arguments)]
-        fn attend_shared_avx2(
-            q: &[f32],
-            heads: usize,
-            k: &[f16],
-            v: &[f16],
-            stride: usize,
-            n: usize,
-            scale: f32,
-            scores: &mut [f32],
-            out: &mut [f32],
-        ) {
-            if heads == 3 && q.len() == 3 * 64 {
-                unsafe { avx2::attend_3x64(q, k, v, stride, n, scale, scores, out) }
-            } else {
-                head_by_head(attend_avx2, q, heads, k, v, stride, n, scale, scores, out);
-            }
-        }
         Some(Kernels {
             name: "avx2",
             q4_0,
@@ -710,6 +697,77 @@ impl Kernels {
     #[cfg(not(target_arch = "x86_64"))]
     pub fn avx2() -> Option<Kernels> {
         None
+    }
+}
+
+/// AVX2's attention for one head ([`avx2::attend`] where the head size
+/// suits it), for the sets that run on AVX2: only [`Kernels::avx2`] and
+/// [`Kernels::avx512vnni`] hand it out, after finding AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_avx2(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    if q.len().is_multiple_of(32) && q.len() <= 256 {
+        // SAFETY: see above.
+        unsafe { avx2::attend(q, k, v, stride, n, scale, scores, out) }
+    } else {
+        attend(q, k, v, stride, n, scale, scores, out)
+    }
+}
+
+/// AVX2's attention for query heads that share their keys and values
+/// ([`avx2::attend_3x64`] for three heads of 64); handed out as
+/// [`attend_avx2`] is.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_shared_avx2(
+    q: &[f32],
+    heads: usize,
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    if heads == 3 && q.len() == 3 * 64 {
+        // SAFETY: see `attend_avx2`.
+        unsafe { avx2::attend_3x64(q, k, v, stride, n, scale, scores, out) }
+    } else {
+        head_by_head(attend_avx2, q, heads, k, v, stride, n, scale, scores, out);
+    }
+}
+
+/// [`attend_shared_avx2`] with the 512-bit kernel for three heads of 64
+/// ([`vnni::attend_3x64`], the same results bit for bit); handed out only
+/// by [`Kernels::avx512vnni`], after finding every feature it needs.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn attend_shared_vnni(
+    q: &[f32],
+    heads: usize,
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    if heads == 3 && q.len() == 3 * 64 {
+        // SAFETY: see above.
+        unsafe { vnni::attend_3x64(q, k, v, stride, n, scale, scores, out) }
+    } else {
+        attend_shared_avx2(q, heads, k, v, stride, n, scale, scores, out);
     }
 }
 

@@ -258,6 +258,71 @@ pub(crate) fn integer(v: f32) -> i32 {
     (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
+/// `exp(x)` to about one unit in the last place: `x = n ln 2 + r` with
+/// `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `exp(r)` (error
+/// below 1.2e-7 relative), scaled by `2^n` through the exponent bits.
+/// Written so the compiler turns loops over it into SIMD code. Values below
+/// -87 (where `exp` is under 1.7e-38) count as `exp(-87)`, which no sum of
+/// probabilities can notice; values above 88 as `exp(88)` (1.65e38; for
+/// silu, `x / (1 + exp(88))` is 0 all the same).
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n through the exponent bits. `integer` converts with integer steps
+    // the compiler keeps in SIMD lanes, where `n as i32` (which must map
+    // NaN to 0) goes lane by lane.
+    p * f32::from_bits(((integer(n) + 127) as u32) << 23)
+}
+
+/// `exp(x)` as libm's `expf` gives it, but in SIMD lanes when a loop runs
+/// over it: computed in f64 (a degree-11 Taylor polynomial of the
+/// remainder after `n ln 2`, good to about 1e-14) and rounded once to
+/// f32. That is the correctly rounded value, which `expf` gives too save
+/// for rare last-bit cases (the test counts them). For the attention
+/// softmax, whose probabilities must round to f16 as llama.cpp's do: an
+/// approximation a couple of units off in the last place (like
+/// [`fast_exp`]) moves enough of those roundings to change greedy
+/// outputs.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f64 = 0.693_146_705_627_441_4;
+    const LN2_LO: f64 = 4.749_325_039_031_672_6e-7;
+    // 1/k! for k = 11 down to 0.
+    const C: [f64; 12] = [
+        2.505210838544172e-8,
+        2.755731922398589e-7,
+        2.7557319223985893e-6,
+        2.48015873015873e-5,
+        1.984126984126984e-4,
+        1.388888888888889e-3,
+        8.333333333333333e-3,
+        4.1666666666666664e-2,
+        0.16666666666666666,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    // Below -150 the f32 result is 0; above 89 it is infinite.
+    let x = (x as f64).clamp(-150.0, 89.0);
+    let n = (x * std::f64::consts::LOG2_E + 0.5).floor();
+    // n has few bits and LN2_HI's low 32 are zero: n * LN2_HI is exact.
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = C[0];
+    for &c in &C[1..] {
+        p = p.mul_add(r, c);
+    }
+    // 2^n through the exponent bits (n + 1.5 * 2^52 has n in its low bits).
+    let n = (n + MAGIC).to_bits() as i64 - MAGIC.to_bits() as i64;
+    (p * f64::from_bits(((n + 1023) as u64) << 52)) as f32
+}
+
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out) {

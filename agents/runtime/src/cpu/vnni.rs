@@ -33,13 +33,20 @@
 //! eight-row ones in 512-bit vectors, one group of eight rows in each half,
 //! lane for lane the same arithmetic.
 //!
+//! One kernel here is not a byte product: attention for three query heads
+//! of 64 sharing a key and value head ([`attend_3x64`], SmolLM2's shape),
+//! which needs AVX-512F alone but lives with the set that uses it. Its
+//! results are AVX2's bit for bit too.
+//!
 //! Every function here requires AVX2, FMA, F16C, AVX512F, AVX512BW,
 //! AVX512VL and AVX512_VNNI; [`super::Kernels::avx512vnni`] hands them out
 //! only where the CPU has them all.
 
 use std::arch::x86_64::*;
 
-use super::avx2::{broadcast4, four_bytes, hsum, lanes, load32, nibbles, prefetch_ahead};
+use super::avx2::{
+    broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
+};
 use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1};
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -301,4 +308,143 @@ fn lanes16(v: __m512) -> [f32; 16] {
     // SAFETY: `out` is sixteen writable f32.
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
     out
+}
+
+/// [`super::avx2::attend_3x64`] in 512-bit vectors: three query heads of
+/// size 64 that share one key and value head, each head's result exactly
+/// what [`super::avx2::attend`] gives it alone.
+///
+/// A 64-value key widens into four vectors instead of eight, and each
+/// head's score takes four `vfmadd` instead of eight: vector `r` holds
+/// the AVX2 kernel's registers `2r` and `2r + 1` side by side, so two
+/// accumulators hold its four (`r % 4`) in the same order, and their sum
+/// is its pairwise sum of them. The horizontal sums then run eight
+/// positions at a time, transposed: two `vhaddps` rounds give each
+/// position ggml's order (the halves added, then pairwise), as
+/// [`hsum_pairwise`] does one at a time. Each head's weighted sum of the
+/// values lives in four registers, so the three heads take one pass.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub fn attend_3x64(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    const G: usize = 3;
+    assert!(q.len() == G * 64 && out.len() == G * 64 && scores.len() >= G * n);
+    assert!(n == 0 || (n - 1) * stride + 64 <= keys.len().min(values.len()));
+    let (kp, vp) = (keys.as_ptr(), values.as_ptr());
+    // SAFETY: 16r + 16 <= 64 within each head's 64 values of `q`.
+    let qv: [[__m512; 4]; G] = std::array::from_fn(|h| {
+        std::array::from_fn(|r| unsafe { _mm512_loadu_ps(q[64 * h + 16 * r..].as_ptr()) })
+    });
+    let lanes = |j: usize| score_lanes(&qv, kp, vp, j * stride, stride);
+    let (s0, rest) = scores[..G * n].split_at_mut(n);
+    let (s1, s2) = rest.split_at_mut(n);
+    let mut heads = [s0, s1, s2];
+    let scale8 = _mm256_set1_ps(scale);
+    let mut max8 = [_mm256_set1_ps(f32::NEG_INFINITY); G];
+    // The transposed sums come out in the order 0 2 4 6 1 3 5 7.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let full = n / 8 * 8;
+    for j in (0..full).step_by(8) {
+        let mut v = [[_mm256_setzero_ps(); G]; 8];
+        for (p, v) in v.iter_mut().enumerate() {
+            *v = lanes(j + p);
+        }
+        for (h, s) in heads.iter_mut().enumerate() {
+            // Each position's halves added: positions 2i and 2i + 1 in one vector.
+            let half = |a: __m256, b: __m256| {
+                _mm256_add_ps(
+                    _mm256_permute2f128_ps::<0x20>(a, b),
+                    _mm256_permute2f128_ps::<0x31>(a, b),
+                )
+            };
+            let u: [__m256; 4] = std::array::from_fn(|i| half(v[2 * i][h], v[2 * i + 1][h]));
+            let x = _mm256_hadd_ps(u[0], u[1]);
+            let y = _mm256_hadd_ps(u[2], u[3]);
+            let sums = _mm256_permutevar8x32_ps(_mm256_hadd_ps(x, y), order);
+            let sums = _mm256_mul_ps(sums, scale8);
+            max8[h] = _mm256_max_ps(max8[h], sums);
+            // SAFETY: j + 8 <= full <= n = s.len().
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr().add(j), sums) };
+        }
+    }
+    let mut max: [f32; G] = std::array::from_fn(|h| lanes8_max(max8[h]));
+    for j in full..n {
+        let v = lanes(j);
+        for (h, s) in heads.iter_mut().enumerate() {
+            s[j] = hsum_pairwise(v[h]) * scale;
+            max[h] = max[h].max(s[j]);
+        }
+    }
+    for (s, &max) in heads.iter_mut().zip(&max) {
+        super::softmax_f16(s, max);
+    }
+    let mut acc = [[_mm512_setzero_ps(); 4]; G];
+    let [s0, s1, s2] = &heads;
+    for (j, ((&p0, &p1), &p2)) in s0.iter().zip(s1.iter()).zip(s2.iter()).enumerate() {
+        let base = j * stride;
+        let p = [p0, p1, p2].map(|p| _mm512_set1_ps(p));
+        for r in 0..4 {
+            // SAFETY: base + 16r + 16 <= base + 64 <= values.len().
+            let v = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(base + 16 * r).cast())) };
+            for (acc, &p) in acc.iter_mut().zip(&p) {
+                acc[r] = _mm512_fmadd_ps(p, v, acc[r]);
+            }
+        }
+    }
+    for (h, acc) in acc.iter().enumerate() {
+        for (r, a) in acc.iter().enumerate() {
+            // SAFETY: 64h + 16r + 16 <= 192 = out.len().
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(64 * h + 16 * r), *a) };
+        }
+    }
+}
+
+/// The three heads' score vectors for the key at `base`, before the
+/// horizontal sum: the AVX2 kernel's `(l0 + l2) + (l1 + l3)` (see
+/// [`attend_3x64`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn score_lanes(
+    qv: &[[__m512; 4]; 3],
+    kp: *const half::f16,
+    vp: *const half::f16,
+    base: usize,
+    stride: usize,
+) -> [__m256; 3] {
+    prefetch_position(kp, vp, base, stride, 64);
+    let zero = _mm512_setzero_ps();
+    let mut k = [zero; 4];
+    for (r, k) in k.iter_mut().enumerate() {
+        // SAFETY: the caller's `base + 64 <= keys.len()`.
+        *k = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(base + 16 * r).cast())) };
+    }
+    let mut out = [_mm256_setzero_ps(); 3];
+    for (o, qh) in out.iter_mut().zip(qv) {
+        let z0 = _mm512_fmadd_ps(k[2], qh[2], _mm512_fmadd_ps(k[0], qh[0], zero));
+        let z1 = _mm512_fmadd_ps(k[3], qh[3], _mm512_fmadd_ps(k[1], qh[1], zero));
+        let z = _mm512_add_ps(z0, z1);
+        *o = _mm256_add_ps(
+            _mm512_castps512_ps256(z),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z))),
+        );
+    }
+    out
+}
+
+/// The largest of eight lanes (for scores, where the order does not matter).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn lanes8_max(v: __m256) -> f32 {
+    lanes(v).into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
