@@ -17,6 +17,38 @@ use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
 
+/// One row of a forward pass's logits, shared with the other rows of its
+/// batch rather than copied out (a row is 49,152 values for SmolLM2).
+#[derive(Debug, Clone)]
+struct Row {
+    all: std::sync::Arc<Vec<f32>>,
+    start: usize,
+    len: usize,
+}
+
+impl Row {
+    /// Row `r` of rows of `len` values.
+    fn of(all: &std::sync::Arc<Vec<f32>>, r: usize, len: usize) -> Row {
+        assert!(
+            (r + 1) * len <= all.len(),
+            "row {r} of {len} values is out of range"
+        );
+        Row {
+            all: all.clone(),
+            start: r * len,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for Row {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.all[self.start..self.start + self.len]
+    }
+}
+
 /// What to generate from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -460,22 +492,27 @@ impl Engine {
         let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
         let vocab = self.model.config().vocab_size;
         // Each prompt's logits (or error) and the time its pass took.
-        let runs: Vec<(f64, Result<Vec<f32>, Error>)> = match outcome {
-            Ok(logits) => logits
-                .chunks_exact(vocab)
-                .map(|row| (prompt_ms, Ok(row.to_vec())))
-                .collect(),
+        let runs: Vec<(f64, Result<Row, Error>)> = match outcome {
+            Ok(logits) => {
+                let all = std::sync::Arc::new(logits);
+                (0..all.len() / vocab)
+                    .map(|r| (prompt_ms, Ok(Row::of(&all, r, vocab))))
+                    .collect()
+            }
             // A failed pass (no cache has changed): each prompt alone, so
             // that each gets its own outcome.
             Err(_) => ready
                 .iter_mut()
                 .map(|(_, tokens, cache, cached)| {
                     let start = Instant::now();
-                    let run = self.model.forward_batch(&mut [Chunk {
-                        cache,
-                        tokens: &tokens[*cached..],
-                        logits: Logits::Last,
-                    }]);
+                    let run = self
+                        .model
+                        .forward_batch(&mut [Chunk {
+                            cache,
+                            tokens: &tokens[*cached..],
+                            logits: Logits::Last,
+                        }])
+                        .map(|logits| Row::of(&std::sync::Arc::new(logits), 0, vocab));
                     (start.elapsed().as_secs_f64() * 1e3, run)
                 })
                 .collect(),
@@ -514,7 +551,7 @@ impl Engine {
                 logits: Logits::Last,
             })
             .collect();
-        let logits = self.model.forward_batch(&mut chunks)?;
+        let logits = std::sync::Arc::new(self.model.forward_batch(&mut chunks)?);
         drop(chunks);
         let n = waiting.len();
         let vocab = self.model.config().vocab_size;
@@ -525,11 +562,9 @@ impl Engine {
             // SAFETY: these decoders belong to this thread alone during the step.
             let mine = unsafe { decoders.slice(rows.start, rows.end) };
             for (d, r) in mine.iter_mut().zip(rows) {
-                let row = &logits[r * vocab..(r + 1) * vocab];
-                d.logits.clear();
-                d.logits.extend_from_slice(row);
-                d.log_sum_exp = log_sum_exp(row);
-                d.top = argmax(row);
+                d.logits = Row::of(&logits, r, vocab);
+                d.log_sum_exp = log_sum_exp(&d.logits);
+                d.top = argmax(&d.logits);
                 d.next = None;
                 d.batch_peak = d.batch_peak.max(n);
             }
@@ -623,7 +658,7 @@ pub struct Decoder {
     text: String,
     cache: KvCache,
     /// The logits to pick the next token from.
-    logits: Vec<f32>,
+    logits: Row,
     /// Their log-sum-exp (for the picked token's log-probability) and
     /// their largest (the greedy pick); a batched step computes both on all
     /// the threads.
@@ -642,7 +677,7 @@ impl Decoder {
         cache: KvCache,
         cached: usize,
         prompt_ms: f64,
-        logits: Vec<f32>,
+        logits: Row,
         context: usize,
     ) -> Decoder {
         Decoder {
@@ -682,7 +717,7 @@ impl Decoder {
         let p = &self.params;
         let id = if p.repetition_penalty != 1.0 {
             let window = self.history.len().saturating_sub(p.repetition_window);
-            let mut penalised = self.logits.clone();
+            let mut penalised = self.logits.to_vec();
             repeat_penalty(&mut penalised, p.repetition_penalty, &self.history[window..]);
             self.sampler.sample(&penalised)?
         } else if self.sampler.is_greedy() {
