@@ -305,6 +305,13 @@ impl Acts {
 }
 
 /// One row of activations quantized into `out` (its bytes).
+/// Whether the CPU has what [`vnni`]'s functions need (asked once).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| Kernels::avx512vnni().is_some())
+}
+
 fn quantize_row(ty: ActType, xs: &[f32], out: &mut [u8]) {
     match ty {
         ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),

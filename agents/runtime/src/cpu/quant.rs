@@ -339,25 +339,52 @@ pub fn quantize_q8_0s(x: &[f32], out: &mut [BlockQ8_0S]) {
     }
 }
 
+/// `1 / d`, or 0 where that is not finite: a block of zeros, or of values
+/// so small that the scale is subnormal (and rounds to 0 as f16, so the
+/// block counts as zeros whatever its bytes), whose values would otherwise
+/// scale to infinity.
+pub(crate) fn inverse_scale(d: f32) -> f32 {
+    let id = 1.0 / d;
+    if id.is_finite() { id } else { 0.0 }
+}
+
 fn q8_0_block(xs: &[f32]) -> (f16, [i8; QK]) {
     let d = amax(xs) / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = inverse_scale(d);
     (f16::from_f32(d), round_block(xs, id).map(|r| r as i8))
 }
 
+/// Q8_1 blocks of `x` (activations for the Q4_1 products): AVX-512's
+/// [`super::vnni::quantize_q8_1`] where the CPU has it (the same bytes,
+/// which the kernel tests check), else [`quantize_q8_1_plain`].
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: `avx512` found the features the function needs.
+        return unsafe { super::vnni::quantize_q8_1(x, out) };
+    }
+    quantize_q8_1_plain(x, out)
+}
+
+/// [`quantize_q8_1`] in plain Rust (which the compiler vectorizes).
+pub fn quantize_q8_1_plain(x: &[f32], out: &mut [BlockQ8_1]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out) {
-        let d = amax(xs) / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let rounded = round_block(xs, id);
-        for (q, &r) in b.qs.iter_mut().zip(&rounded) {
-            *q = r as i8;
-        }
-        let sum: i32 = rounded.iter().sum();
-        b.d = f16::from_f32(d).to_f32();
-        b.s = f16::from_f32(d * sum as f32).to_f32();
+        q8_1_block(xs, amax(xs) / 127.0, b);
     }
+}
+
+/// One Q8_1 block of `xs`, whose scale is `d` (the largest magnitude over
+/// 127): the values over `d`, rounded, their sum, and `d` rounded to f16.
+fn q8_1_block(xs: &[f32], d: f32, b: &mut BlockQ8_1) {
+    let id = inverse_scale(d);
+    let rounded = round_block(xs, id);
+    for (q, &r) in b.qs.iter_mut().zip(&rounded) {
+        *q = r as i8;
+    }
+    let sum: i32 = rounded.iter().sum();
+    b.d = f16::from_f32(d).to_f32();
+    b.s = f16::from_f32(d * sum as f32).to_f32();
 }
 
 pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {

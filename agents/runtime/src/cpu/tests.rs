@@ -825,3 +825,47 @@ fn the_softmax_exponential_is_expf_to_the_last_bit() {
     assert!(exp_f32(f32::NAN).is_nan());
     eprintln!("{differ} of {total} differ from expf in the last bit");
 }
+
+/// Q8_1 quantization in 512-bit vectors gives the plain code's bytes:
+/// random blocks, zeros, large values, values that land exactly on a half
+/// (ties round away from zero), one large value among small ones, and
+/// subnormal values (whose inverse scale is not finite). Runs where the
+/// CPU has AVX-512 (elsewhere `quantize_q8_1` is the plain code).
+#[test]
+fn vector_q8_1_quantization_gives_the_plain_bytes() {
+    let mut rng = Rng(29);
+    let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; QK], vec![1000.0; QK], vec![-3.0e30; QK]];
+    for _ in 0..200 {
+        blocks.push(rng.values(QK, 3.0));
+    }
+    // The largest maps to 127: ties at k + 0.5 for a scale of exactly one.
+    blocks.push(
+        (0..QK)
+            .map(|i| if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 })
+            .collect(),
+    );
+    blocks.push(
+        (0..QK)
+            .map(|i| if i == 5 { -90.0 } else { rng.values(1, 0.01)[0] })
+            .collect(),
+    );
+    blocks.push((0..QK).map(|i| f32::from_bits(1 + i as u32 * 3)).collect());
+    blocks.push(
+        (0..QK)
+            .map(|i| if i % 2 == 0 { f32::MIN_POSITIVE } else { -1e-39 })
+            .collect(),
+    );
+    let x: Vec<f32> = blocks.concat();
+    let n = x.len() / QK;
+    let (mut got, mut want) = (vec![BlockQ8_1::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
+    quantize_q8_1(&x, &mut got);
+    quantize_q8_1_plain(&x, &mut want);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            bytemuck::bytes_of(g),
+            bytemuck::bytes_of(w),
+            "block {i}: {:?}",
+            &x[i * QK..][..QK]
+        );
+    }
+}

@@ -47,7 +47,9 @@ use std::arch::x86_64::*;
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
 };
-use super::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1};
+use super::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK, inverse_scale,
+};
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
 #[inline]
@@ -447,4 +449,50 @@ fn score_lanes(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn lanes8_max(v: __m256) -> f32 {
     lanes(v).into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// [`super::quant::quantize_q8_1_plain`] in 512-bit vectors, block for
+/// block the same bytes: the largest magnitude, the values over the scale
+/// rounded half away from zero (the truncated value, plus one step away
+/// from zero where the dropped fraction is a half or more, as
+/// [`super::quant::round_block`] does), narrowed to bytes, and their sum.
+/// Activations are quantized before every product, several hundred
+/// thousand values a batched step.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    assert_eq!(x.len(), out.len() * QK, "one block per 32 values");
+    let magnitude = _mm512_set1_epi32(0x7FFF_FFFF);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+    for (xs, b) in x.chunks_exact(QK).zip(out) {
+        // SAFETY: `xs` is 32 readable f32.
+        let v = unsafe { [_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16))] };
+        let abs = v.map(|v| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude)));
+        let d = _mm512_reduce_max_ps(_mm512_max_ps(abs[0], abs[1])) / 127.0;
+        let id = _mm512_set1_ps(inverse_scale(d));
+        let mut sum = _mm512_setzero_si512();
+        for (h, &v) in v.iter().enumerate() {
+            let p = _mm512_mul_ps(v, id);
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+            let dropped = _mm512_castsi512_ps(_mm512_and_si512(
+                _mm512_castps_si512(_mm512_sub_ps(p, t)),
+                magnitude,
+            ));
+            let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(dropped, half);
+            let step = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(p), sign),
+                _mm512_castps_si512(one),
+            ));
+            let r = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, away, t, step));
+            sum = _mm512_add_epi32(sum, r);
+            // SAFETY: bytes 16h .. 16h + 16 of the block's 32.
+            unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(r)) };
+        }
+        let sum = _mm512_reduce_add_epi32(sum);
+        b.d = half::f16::from_f32(d).to_f32();
+        b.s = half::f16::from_f32(d * sum as f32).to_f32();
+    }
 }
