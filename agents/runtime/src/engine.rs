@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::cpu::pool::SharedMut;
-use crate::llama::{Chunk, KvCache, Llama, LlamaConfig, Logits, log_softmax, log_sum_exp};
+use crate::llama::{
+    Chunk, KvCache, Llama, LlamaConfig, Logits, largest, log_softmax, log_sum_exp, log_sum_exp_from,
+};
 use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
@@ -563,8 +565,9 @@ impl Engine {
             let mine = unsafe { decoders.slice(rows.start, rows.end) };
             for (d, r) in mine.iter_mut().zip(rows) {
                 d.logits = Row::of(&logits, r, vocab);
-                d.log_sum_exp = log_sum_exp(&d.logits);
-                d.top = argmax(&d.logits);
+                let max = largest(&d.logits);
+                d.log_sum_exp = log_sum_exp_from(&d.logits, max);
+                d.top = place_of(&d.logits, max);
                 d.next = None;
                 d.batch_peak = d.batch_peak.max(n);
             }
@@ -864,22 +867,14 @@ impl Sampler {
 }
 
 /// Index of the largest value (the first one on ties; NaNs are passed
-/// over). The largest is found first, eight lanes at a time, then its
-/// place: two passes the compiler vectorises, where one pass that tracks
-/// the index cannot be.
+/// over): [`largest`], then its place (two passes the compiler
+/// vectorises, where one pass that tracks the index cannot be).
 fn argmax(v: &[f32]) -> u32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = v.chunks_exact(8);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l = l.max(x);
-        }
-    }
-    let max = lanes.iter().fold(tail, |m, &x| m.max(x));
+    place_of(v, largest(v))
+}
+
+/// Where `max` (the largest of `v`) first occurs.
+fn place_of(v: &[f32], max: f32) -> u32 {
     v.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 

@@ -900,7 +900,11 @@ pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
 /// values for SmolLM2), so the exponentials are computed eight at a time
 /// with [`fast_exp`], which the compiler turns into SIMD code.
 pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    log_sum_exp_from(logits, largest(logits))
+}
+
+/// [`log_sum_exp`] given the largest logit (see [`largest`]).
+pub(crate) fn log_sum_exp_from(logits: &[f32], max: f32) -> f32 {
     if !max.is_finite() {
         return max;
     }
@@ -914,6 +918,24 @@ pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
     }
     tail += lanes.iter().sum::<f32>();
     tail.ln() + max
+}
+
+/// The largest value (NaNs are passed over; `-inf` for none), eight lanes
+/// at a time, which the compiler vectorises (a running maximum, one value
+/// after another, it does not).
+pub(crate) fn largest(v: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x);
+        }
+    }
+    lanes.iter().fold(tail, |m, &x| m.max(x))
 }
 
 #[cfg(test)]
