@@ -322,9 +322,10 @@ fn lanes16(v: __m512) -> [f32; 16] {
 /// accumulators hold its four (`r % 4`) in the same order, and their sum
 /// is its pairwise sum of them. The horizontal sums then run eight
 /// positions at a time, transposed: two `vhaddps` rounds give each
-/// position ggml's order (the halves added, then pairwise), as
-/// [`hsum_pairwise`] does one at a time. Each head's weighted sum of the
-/// values lives in four registers, so the three heads take one pass.
+/// position ggml's order (the halves added, then pairwise), as the AVX2
+/// kernel's `hsum_pairwise` does one at a time. Each head's weighted sum
+/// of the values lives in four registers, so the three heads take one
+/// pass.
 ///
 /// # Safety
 /// The CPU must have the features in the module's header.
@@ -455,7 +456,7 @@ fn lanes8_max(v: __m256) -> f32 {
 /// block the same bytes: the largest magnitude, the values over the scale
 /// rounded half away from zero (the truncated value, plus one step away
 /// from zero where the dropped fraction is a half or more, as
-/// [`super::quant::round_block`] does), narrowed to bytes, and their sum.
+/// the plain code's `round_block` does), narrowed to bytes, and their sum.
 /// Activations are quantized before every product, several hundred
 /// thousand values a batched step.
 ///
