@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatTemplate, Message};
 use crate::cpu::pool::SharedMut;
-use crate::llama::{
-    Chunk, KvCache, Llama, LlamaConfig, Logits, largest, log_softmax, log_sum_exp, log_sum_exp_from,
-};
+use crate::llama::{Chunk, KvCache, Llama, LlamaConfig, Logits, largest, log_softmax, log_sum_exp_from};
 use crate::prefix::PrefixCache;
 use crate::stream::{StopCheck, StopMatcher, Utf8Stream};
 use crate::{Error, Tokenizer};
@@ -565,9 +563,7 @@ impl Engine {
             let mine = unsafe { decoders.slice(rows.start, rows.end) };
             for (d, r) in mine.iter_mut().zip(rows) {
                 d.logits = Row::of(&logits, r, vocab);
-                let max = largest(&d.logits);
-                d.log_sum_exp = log_sum_exp_from(&d.logits, max);
-                d.top = place_of(&d.logits, max);
+                (d.log_sum_exp, d.top) = sum_and_pick(&d.logits);
                 d.next = None;
                 d.batch_peak = d.batch_peak.max(n);
             }
@@ -683,6 +679,7 @@ impl Decoder {
         logits: Row,
         context: usize,
     ) -> Decoder {
+        let (log_sum_exp, top) = sum_and_pick(&logits);
         Decoder {
             params: params.clone(),
             sampler: Sampler::new(params),
@@ -697,8 +694,8 @@ impl Decoder {
             tokens: Vec::new(),
             text: String::new(),
             cache,
-            log_sum_exp: log_sum_exp(&logits),
-            top: argmax(&logits),
+            log_sum_exp,
+            top,
             logits,
             next: None,
             finish: None,
@@ -871,6 +868,13 @@ impl Sampler {
 /// vectorises, where one pass that tracks the index cannot be).
 fn argmax(v: &[f32]) -> u32 {
     place_of(v, largest(v))
+}
+
+/// A row of logits' log-sum-exp (for the picked token's log-probability)
+/// and greedy pick, from one pass for its largest value.
+fn sum_and_pick(logits: &[f32]) -> (f32, u32) {
+    let max = largest(logits);
+    (log_sum_exp_from(logits, max), place_of(logits, max))
 }
 
 /// Where `max` (the largest of `v`) first occurs.

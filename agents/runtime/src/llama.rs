@@ -532,13 +532,7 @@ impl Llama {
                 c.rms_eps,
                 &mut s.h,
             );
-            quantize_for(
-                &self.pool,
-                &mut s.acts,
-                &[&layer.wq, &layer.wk, &layer.wv],
-                &s.h,
-                d,
-            );
+            self.quantize_for(&mut s.acts, &[&layer.wq, &layer.wk, &layer.wv], &s.h, d);
             {
                 let acts = &s.acts;
                 matmul(
@@ -582,7 +576,7 @@ impl Llama {
                 let caches: Vec<&KvCache> = chunks.iter().map(|ch| &*ch.cache).collect();
                 self.attention(li, &rows, &caches, &s.q, &mut s.att, &mut s.scores, longest);
             }
-            quantize_for(&self.pool, &mut s.acts, &[&layer.wo], &s.att, d);
+            self.quantize_for(&mut s.acts, &[&layer.wo], &s.att, d);
             matmul(
                 &self.pool,
                 &self.kernels,
@@ -597,7 +591,7 @@ impl Llama {
                 c.rms_eps,
                 &mut s.h,
             );
-            quantize_for(&self.pool, &mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
+            self.quantize_for(&mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
             {
                 let acts = &s.acts;
                 matmul(
@@ -610,7 +604,7 @@ impl Llama {
                 );
             }
             swiglu(&self.pool, &mut s.gate, &s.up);
-            quantize_for(&self.pool, &mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
+            self.quantize_for(&mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
             matmul(
                 &self.pool,
                 &self.kernels,
@@ -640,7 +634,7 @@ impl Llama {
         let mut h = vec![0.0; last.len()];
         rms_norm(&last, &self.norm, c.rms_eps, &mut h);
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        quantize_for(&self.pool, &mut s.acts, &[output], &h, d);
+        self.quantize_for(&mut s.acts, &[output], &h, d);
         let mut logits = vec![0.0; picked.len() * c.vocab_size];
         matmul(
             &self.pool,
@@ -654,6 +648,19 @@ impl Llama {
     /// work on a batch's rows outside the forward pass.
     pub fn for_rows(&self, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
         self.pool.split(n, f);
+    }
+
+    /// Quantizes `x` once for each activation format the matrices need.
+    fn quantize_for(&self, acts: &mut [Acts; ACT_SLOTS], matrices: &[&QMatrix], x: &[f32], cols: usize) {
+        let mut done = [false; ACT_SLOTS];
+        for m in matrices {
+            let t = m.ty.act();
+            let slot = act_slot(t);
+            if !done[slot] {
+                acts[slot].quantize_on(&self.pool, &self.kernels, t, x, cols);
+                done[slot] = true;
+            }
+        }
     }
 
     /// Causal attention of every row's query heads over its sequence's
@@ -720,19 +727,6 @@ fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; ACT_SLOTS], out: &'a mut [f32]) 
         w,
         acts: &acts[act_slot(w.ty.act())],
         out,
-    }
-}
-
-/// Quantizes `x` once for each activation format the matrices need.
-fn quantize_for(pool: &Pool, acts: &mut [Acts; ACT_SLOTS], matrices: &[&QMatrix], x: &[f32], cols: usize) {
-    let mut done = [false; ACT_SLOTS];
-    for m in matrices {
-        let t = m.ty.act();
-        let slot = act_slot(t);
-        if !done[slot] {
-            acts[slot].quantize_on(pool, t, x, cols);
-            done[slot] = true;
-        }
     }
 }
 

@@ -263,24 +263,25 @@ pub struct Acts {
 impl Acts {
     /// [`Acts::quantize`] with the rows shared out among the pool's
     /// threads (same result; worth it from two rows on).
-    pub fn quantize_on(&mut self, pool: &Pool, ty: ActType, x: &[f32], cols: usize) {
+    pub fn quantize_on(&mut self, pool: &Pool, k: &Kernels, ty: ActType, x: &[f32], cols: usize) {
         let rb = self.shape(ty, x.len(), cols);
         let data = SharedMut::new(self.data.as_bytes_mut());
         pool.split(x.len() / cols, &|rows| {
             for r in rows {
                 // SAFETY: row r belongs to this thread alone during the step.
                 let out = unsafe { data.slice(r * rb, (r + 1) * rb) };
-                quantize_row(ty, &x[r * cols..(r + 1) * cols], out);
+                quantize_row(k, ty, &x[r * cols..(r + 1) * cols], out);
             }
         });
     }
 
-    /// Quantizes `x` (`rows × cols`) to `ty`, reusing the buffer.
-    pub fn quantize(&mut self, ty: ActType, x: &[f32], cols: usize) {
+    /// Quantizes `x` (`rows × cols`) to `ty` with the set's quantizers,
+    /// reusing the buffer.
+    pub fn quantize(&mut self, k: &Kernels, ty: ActType, x: &[f32], cols: usize) {
         let rb = self.shape(ty, x.len(), cols);
         let data = self.data.as_bytes_mut();
         for (r, xs) in x.chunks_exact(cols).enumerate() {
-            quantize_row(ty, xs, &mut data[r * rb..(r + 1) * rb]);
+            quantize_row(k, ty, xs, &mut data[r * rb..(r + 1) * rb]);
         }
     }
 
@@ -305,18 +306,11 @@ impl Acts {
 }
 
 /// One row of activations quantized into `out` (its bytes).
-/// Whether the CPU has what [`vnni`]'s functions need (asked once).
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| Kernels::avx512vnni().is_some())
-}
-
-fn quantize_row(ty: ActType, xs: &[f32], out: &mut [u8]) {
+fn quantize_row(k: &Kernels, ty: ActType, xs: &[f32], out: &mut [u8]) {
     match ty {
         ActType::Q8_0 => quant::quantize_q8_0(xs, bytemuck::cast_slice_mut(out)),
         ActType::Q8_0S => quant::quantize_q8_0s(xs, bytemuck::cast_slice_mut(out)),
-        ActType::Q8_1 => quant::quantize_q8_1(xs, bytemuck::cast_slice_mut(out)),
+        ActType::Q8_1 => (k.quantize_q8_1)(xs, bytemuck::cast_slice_mut(out)),
         ActType::Q8K => quant::quantize_q8k(xs, bytemuck::cast_slice_mut(out)),
         ActType::F32 => out.copy_from_slice(bytemuck::cast_slice(xs)),
     }
@@ -355,6 +349,9 @@ pub struct Kernels {
     /// Several query heads that share one key and value head (see
     /// [`attend_shared`]).
     pub attend_shared: AttendShared,
+    /// Activations for the Q4_1 products: [`quant::quantize_q8_1`]'s bytes
+    /// (the vector version with AVX-512).
+    pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
 }
 
 /// `attend_shared(q, heads, keys, values, stride, n, scale, scores, out)`.
@@ -487,6 +484,7 @@ impl Kernels {
         interleave: false,
         attend,
         attend_shared,
+        quantize_q8_1: quant::quantize_q8_1,
     };
 
     /// The kernels for this CPU, chosen once per process: AVX-512 VNNI's
@@ -610,6 +608,9 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q8_0x16(x, y, out) }
         }
+        fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+            unsafe { vnni::quantize_q8_1(x, out) }
+        }
         // Q4_K and F32 have no byte products to speed up, and one head's
         // attention gains nothing from wider vectors: AVX2's.
         Some(Kernels {
@@ -625,6 +626,7 @@ impl Kernels {
             q4_1x16,
             q8_0x16,
             attend_shared: attend_shared_vnni,
+            quantize_q8_1,
             ..avx2
         })
     }
@@ -698,6 +700,7 @@ impl Kernels {
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
+            quantize_q8_1: quant::quantize_q8_1,
         })
     }
 

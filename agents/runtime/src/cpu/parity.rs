@@ -157,6 +157,17 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 ));
             }
         };
+        // The Q8_1 quantizers, on this case's activations (as bytes read as
+        // f32: only the bits are compared).
+        let x = activations(rng, n * QK, af);
+        let (mut qa, mut qb) = (vec![BlockQ8_1::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
+        (a.quantize_q8_1)(&x, &mut qa);
+        (b.quantize_q8_1)(&x, &mut qb);
+        same(
+            bytemuck::cast_slice(&qa),
+            bytemuck::cast_slice(&qb),
+            "quantize_q8_1",
+        );
         same(&[(a.q4_0)(&w40, y0[0])], &[(b.q4_0)(&w40, y0[0])], "q4_0");
         same(&[(a.q4_1)(&w41[0], y1[0])], &[(b.q4_1)(&w41[0], y1[0])], "q4_1");
         same(&[(a.q8_0)(&w80[0], y0[0])], &[(b.q8_0)(&w80[0], y0[0])], "q8_0");

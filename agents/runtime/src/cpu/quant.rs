@@ -354,20 +354,10 @@ fn q8_0_block(xs: &[f32]) -> (f16, [i8; QK]) {
     (f16::from_f32(d), round_block(xs, id).map(|r| r as i8))
 }
 
-/// Q8_1 blocks of `x` (activations for the Q4_1 products): AVX-512's
-/// [`super::vnni::quantize_q8_1`] where the CPU has it (the same bytes,
-/// which the kernel tests check), else [`quantize_q8_1_plain`].
+/// Q8_1 blocks of `x` (activations for the Q4_1 products), in plain Rust
+/// (which the compiler vectorizes); the AVX-512 set has
+/// [`super::vnni::quantize_q8_1`], which gives the same bytes.
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512() {
-        // SAFETY: `avx512` found the features the function needs.
-        return unsafe { super::vnni::quantize_q8_1(x, out) };
-    }
-    quantize_q8_1_plain(x, out)
-}
-
-/// [`quantize_q8_1`] in plain Rust (which the compiler vectorizes).
-pub fn quantize_q8_1_plain(x: &[f32], out: &mut [BlockQ8_1]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out) {
         q8_1_block(xs, amax(xs) / 127.0, b);
@@ -383,8 +373,14 @@ fn q8_1_block(xs: &[f32], d: f32, b: &mut BlockQ8_1) {
         *q = r as i8;
     }
     let sum: i32 = rounded.iter().sum();
-    b.d = f16::from_f32(d).to_f32();
-    b.s = f16::from_f32(d * sum as f32).to_f32();
+    (b.d, b.s) = q8_1_scales(d, sum);
+}
+
+/// A Q8_1 block's two scales from its scale `d` and the sum of its
+/// values: `d` and `d × sum`, each rounded to f16 (as ggml stores them)
+/// and kept as f32.
+pub(crate) fn q8_1_scales(d: f32, sum: i32) -> (f32, f32) {
+    (f16::from_f32(d).to_f32(), f16::from_f32(d * sum as f32).to_f32())
 }
 
 pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {

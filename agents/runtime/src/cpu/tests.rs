@@ -664,9 +664,9 @@ fn matmul_splits_rows_across_threads_and_matches_single_dots() {
     data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(&blocks));
     let w = QMatrix::new(WeightType::Q4_1, rows, cols, data).unwrap();
     let x = rng.values(tokens * cols, 1.0);
-    let mut acts = Acts::default();
-    acts.quantize(ActType::Q8_1, &x, cols);
     let k = Kernels::detect();
+    let mut acts = Acts::default();
+    acts.quantize(&k, ActType::Q8_1, &x, cols);
     for threads in [1, 2, 3] {
         let pool = Pool::new(threads);
         let mut out = vec![0.0; tokens * rows];
@@ -738,8 +738,8 @@ fn check_interleaved(rng: &mut Rng, plain: &QMatrix, ty: WeightType) {
     let x = rng.values(tokens * cols, 1.0);
     // The same values quantized for each (interleaved Q8_0 takes sums too).
     let (mut plain_acts, mut acts) = (Acts::default(), Acts::default());
-    plain_acts.quantize(plain.ty.act(), &x, cols);
-    acts.quantize(ty.act(), &x, cols);
+    plain_acts.quantize(&Kernels::PORTABLE, plain.ty.act(), &x, cols);
+    acts.quantize(&Kernels::PORTABLE, ty.act(), &x, cols);
     for k in kernel_sets() {
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
@@ -791,8 +791,9 @@ fn a_row_that_is_not_whole_blocks_is_refused() {
 
 /// The SIMD-friendly exponential of the attention softmax gives libm's
 /// `expf` bit for bit but for rare last-bit cases (where `expf` itself is
-/// not correctly rounded: about one in 10,000), across the range scores take (at most 0 after
-/// the largest is taken off) and beyond, subnormal results included.
+/// not correctly rounded: about one in 10,000), across the range scores
+/// take (at most 0 after the largest is taken off) and beyond, subnormal
+/// results included.
 #[test]
 fn the_softmax_exponential_is_expf_to_the_last_bit() {
     let (mut total, mut differ) = (0usize, 0usize);
@@ -826,13 +827,13 @@ fn the_softmax_exponential_is_expf_to_the_last_bit() {
     eprintln!("{differ} of {total} differ from expf in the last bit");
 }
 
-/// Q8_1 quantization in 512-bit vectors gives the plain code's bytes:
-/// random blocks, zeros, large values, values that land exactly on a half
-/// (ties round away from zero), one large value among small ones, and
-/// subnormal values (whose inverse scale is not finite). Runs where the
-/// CPU has AVX-512 (elsewhere `quantize_q8_1` is the plain code).
+/// Every set's Q8_1 quantizer (512-bit vectors with AVX-512) gives the
+/// plain code's bytes: random blocks, zeros, large values, values that
+/// land exactly on a half (ties round away from zero), one large value
+/// among small ones, and subnormal values (whose inverse scale is not
+/// finite).
 #[test]
-fn vector_q8_1_quantization_gives_the_plain_bytes() {
+fn every_q8_1_quantizer_gives_the_plain_bytes() {
     let mut rng = Rng(29);
     let mut blocks: Vec<Vec<f32>> = vec![vec![0.0; QK], vec![1000.0; QK], vec![-3.0e30; QK]];
     for _ in 0..200 {
@@ -857,15 +858,19 @@ fn vector_q8_1_quantization_gives_the_plain_bytes() {
     );
     let x: Vec<f32> = blocks.concat();
     let n = x.len() / QK;
-    let (mut got, mut want) = (vec![BlockQ8_1::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
-    quantize_q8_1(&x, &mut got);
-    quantize_q8_1_plain(&x, &mut want);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            bytemuck::bytes_of(g),
-            bytemuck::bytes_of(w),
-            "block {i}: {:?}",
-            &x[i * QK..][..QK]
-        );
+    let mut want = vec![BlockQ8_1::zeroed(); n];
+    quantize_q8_1(&x, &mut want);
+    for k in kernel_sets() {
+        let mut got = vec![BlockQ8_1::zeroed(); n];
+        (k.quantize_q8_1)(&x, &mut got);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                bytemuck::bytes_of(g),
+                bytemuck::bytes_of(w),
+                "{} block {i}: {:?}",
+                k.name,
+                &x[i * QK..][..QK]
+            );
+        }
     }
 }

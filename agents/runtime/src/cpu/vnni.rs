@@ -49,6 +49,7 @@ use super::avx2::{
 };
 use super::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK, inverse_scale,
+    q8_1_scales,
 };
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -452,7 +453,7 @@ fn lanes8_max(v: __m256) -> f32 {
     lanes(v).into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// [`super::quant::quantize_q8_1_plain`] in 512-bit vectors, block for
+/// [`super::quant::quantize_q8_1`] in 512-bit vectors, block for
 /// block the same bytes: the largest magnitude, the values over the scale
 /// rounded half away from zero (the truncated value, plus one step away
 /// from zero where the dropped fraction is a half or more, as
@@ -492,8 +493,6 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             // SAFETY: bytes 16h .. 16h + 16 of the block's 32.
             unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(r)) };
         }
-        let sum = _mm512_reduce_add_epi32(sum);
-        b.d = half::f16::from_f32(d).to_f32();
-        b.s = half::f16::from_f32(d * sum as f32).to_f32();
+        (b.d, b.s) = q8_1_scales(d, _mm512_reduce_add_epi32(sum));
     }
 }
