@@ -59,11 +59,19 @@ pub enum Logits {
 }
 
 /// The keys and values of one sequence, for every layer: f16 (as
-/// llama.cpp keeps them), position-major, grown in place.
+/// llama.cpp keeps them), one array per layer and key/value head, each
+/// position-major and grown in place. An attention item reads one head's
+/// keys and values, so they lie contiguous in memory (128 bytes a
+/// position for SmolLM2). With the heads of a position side by side, an
+/// item read a third of every 384 bytes; attention in a batched step at
+/// depth 400 took about a tenth longer (measured on the Xeon).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    /// Values per position in each layer's keys (and values).
-    kv_dim: usize,
+    /// Values per position in each head's keys (and values).
+    head_dim: usize,
+    /// Key/value heads per layer.
+    heads: usize,
+    /// Layer `l`'s head `h` at `l * heads + h`.
     k: Vec<Vec<f16>>,
     v: Vec<Vec<f16>>,
     /// The tokens whose keys and values are held, in order.
@@ -72,12 +80,21 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(config: &LlamaConfig) -> KvCache {
+        let arrays = config.n_layer * config.n_kv_head;
         KvCache {
-            kv_dim: config.kv_dim(),
-            k: vec![Vec::new(); config.n_layer],
-            v: vec![Vec::new(); config.n_layer],
+            head_dim: config.head_dim,
+            heads: config.n_kv_head,
+            k: vec![Vec::new(); arrays],
+            v: vec![Vec::new(); arrays],
             tokens: Vec::new(),
         }
+    }
+
+    /// Whether this cache has the shape of `config`'s.
+    fn fits(&self, config: &LlamaConfig) -> bool {
+        self.head_dim == config.head_dim
+            && self.heads == config.n_kv_head
+            && self.k.len() == config.n_layer * config.n_kv_head
     }
 
     /// Tokens held (the position of the next one).
@@ -99,9 +116,8 @@ impl KvCache {
         if len >= self.len() {
             return;
         }
-        for (k, v) in self.k.iter_mut().zip(&mut self.v) {
-            k.truncate(len * self.kv_dim);
-            v.truncate(len * self.kv_dim);
+        for x in self.k.iter_mut().chain(&mut self.v) {
+            x.truncate(len * self.head_dim);
         }
         self.tokens.truncate(len);
     }
@@ -114,8 +130,7 @@ impl KvCache {
     /// prefix), reusing its own memory.
     pub fn copy_prefix(&mut self, other: &KvCache, len: usize) {
         let len = len.min(other.len());
-        let kv_dim = other.kv_dim;
-        self.kv_dim = kv_dim;
+        (self.head_dim, self.heads) = (other.head_dim, other.heads);
         self.k.resize(other.k.len(), Vec::new());
         self.v.resize(other.v.len(), Vec::new());
         for (dst, src) in self
@@ -125,10 +140,31 @@ impl KvCache {
             .chain(self.v.iter_mut().zip(&other.v))
         {
             dst.clear();
-            dst.extend_from_slice(&src[..len * kv_dim]);
+            dst.extend_from_slice(&src[..len * other.head_dim]);
         }
         self.tokens.clear();
         self.tokens.extend_from_slice(&other.tokens[..len]);
+    }
+
+    /// Appends layer `layer`'s keys and values of new positions, given
+    /// position-major with every head's values side by side (as the
+    /// projections compute them), rounded to f16.
+    fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
+        let (hd, heads) = (self.head_dim, self.heads);
+        for h in 0..heads {
+            let at = layer * heads + h;
+            for (dst, src) in [(&mut self.k[at], k), (&mut self.v[at], v)] {
+                for position in src.chunks_exact(heads * hd) {
+                    dst.extend(position[h * hd..][..hd].iter().map(|&x| f16::from_f32(x)));
+                }
+            }
+        }
+    }
+
+    /// Layer `layer`'s keys and values for head `head`, position-major.
+    fn head(&self, layer: usize, head: usize) -> (&[f16], &[f16]) {
+        let at = layer * self.heads + head;
+        (&self.k[at], &self.v[at])
     }
 
     /// Memory held by keys and values, in bytes.
@@ -447,7 +483,7 @@ impl Llama {
         let _enter = self.span.enter();
         let c = &self.config;
         for chunk in chunks.iter_mut() {
-            if chunk.cache.k.len() != c.n_layer || chunk.cache.kv_dim != c.kv_dim() {
+            if !chunk.cache.fits(c) {
                 if !chunk.cache.is_empty() {
                     return Err(Error::InvalidRequest(
                         "a KV cache of another model was passed to this one".into(),
@@ -568,8 +604,7 @@ impl Llama {
                     &s.k[r * kv_dim..(r + len) * kv_dim],
                     &s.v[r * kv_dim..(r + len) * kv_dim],
                 );
-                ch.cache.k[li].extend(k.iter().map(|&x| f16::from_f32(x)));
-                ch.cache.v[li].extend(v.iter().map(|&x| f16::from_f32(x)));
+                ch.cache.append(li, k, v);
                 r += len;
             }
             {
@@ -677,7 +712,7 @@ impl Llama {
         longest: usize,
     ) {
         let c = &self.config;
-        let (d, hd, kv_dim) = (c.n_embd, c.head_dim, c.kv_dim());
+        let (d, hd) = (c.n_embd, c.head_dim);
         let n_rep = c.n_head / c.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
         // Items (row, key/value head) are taken one at a time as threads
@@ -697,8 +732,7 @@ impl Llama {
                 let (r, kv_head) = (item / c.n_kv_head, item % c.n_kv_head);
                 let (chunk, pos) = rows[r];
                 let cache = caches[chunk];
-                let (keys, values) = (&cache.k[layer], &cache.v[layer]);
-                let kv_off = kv_head * hd;
+                let (keys, values) = cache.head(layer, kv_head);
                 let at = r * d + kv_head * group;
                 // ggml multiplies the f16 cache by queries rounded to f16.
                 for (dst, &x) in qh.iter_mut().zip(&q[at..][..group]) {
@@ -706,17 +740,7 @@ impl Llama {
                 }
                 // SAFETY: row r's slots for these heads belong to this item alone.
                 let y = unsafe { out.slice(at, at + group) };
-                (k.attend_shared)(
-                    &qh,
-                    n_rep,
-                    &keys[kv_off..],
-                    &values[kv_off..],
-                    kv_dim,
-                    pos + 1,
-                    scale,
-                    sc,
-                    y,
-                );
+                (k.attend_shared)(&qh, n_rep, keys, values, hd, pos + 1, scale, sc, y);
             }
         });
     }
