@@ -263,6 +263,10 @@ pub struct Engine {
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     info: ModelInfo,
+    /// The logits of recent decoding steps, reused once no decoder holds
+    /// a row of them: a batch's logits are 1.5 MB (8 rows), and a fresh
+    /// buffer each step was zeroed only to be overwritten.
+    recent_logits: Vec<std::sync::Arc<Vec<f32>>>,
 }
 
 /// Options for loading a model.
@@ -337,6 +341,7 @@ impl Engine {
             tokenizer,
             template,
             info,
+            recent_logits: Vec::new(),
         })
     }
 
@@ -551,8 +556,22 @@ impl Engine {
                 logits: Logits::Last,
             })
             .collect();
-        let logits = std::sync::Arc::new(self.model.forward_batch(&mut chunks)?);
+        // A step's buffer is free again two steps later, when every
+        // decoder has moved on to newer rows.
+        let mut buffer = self
+            .recent_logits
+            .iter_mut()
+            .find_map(std::sync::Arc::get_mut)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        self.recent_logits.retain(|l| l.capacity() > 0);
+        self.model.forward_batch_into(&mut chunks, &mut buffer)?;
         drop(chunks);
+        let logits = std::sync::Arc::new(buffer);
+        if self.recent_logits.len() == 2 {
+            self.recent_logits.remove(0);
+        }
+        self.recent_logits.push(logits.clone());
         let n = waiting.len();
         let vocab = self.model.config().vocab_size;
         // Each decoder takes its row, its log-sum-exp and its greedy pick,

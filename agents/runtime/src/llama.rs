@@ -480,6 +480,18 @@ impl Llama {
     /// order (one or one per token, as each asks). On error no cache has
     /// changed.
     pub fn forward_batch(&mut self, chunks: &mut [Chunk<'_>]) -> Result<Vec<f32>, Error> {
+        let mut logits = Vec::new();
+        self.forward_batch_into(chunks, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Llama::forward_batch`] into a buffer that may be reused: it is
+    /// resized to the logits rows and every value overwritten.
+    pub fn forward_batch_into(
+        &mut self,
+        chunks: &mut [Chunk<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), Error> {
         let _enter = self.span.enter();
         let c = &self.config;
         for chunk in chunks.iter_mut() {
@@ -509,12 +521,12 @@ impl Llama {
             }
         }
         let mut s = std::mem::take(&mut self.scratch);
-        let logits = self.run(chunks, &mut s);
+        self.run(chunks, &mut s, logits);
         self.scratch = s;
-        Ok(logits)
+        Ok(())
     }
 
-    fn run(&self, chunks: &mut [Chunk<'_>], s: &mut Scratch) -> Vec<f32> {
+    fn run(&self, chunks: &mut [Chunk<'_>], s: &mut Scratch, logits: &mut Vec<f32>) {
         let c = &self.config;
         let (d, kv_dim, hd) = (c.n_embd, c.kv_dim(), c.head_dim);
         // Each row: its chunk and position.
@@ -670,13 +682,9 @@ impl Llama {
         rms_norm(&last, &self.norm, c.rms_eps, &mut h);
         let output = self.output.as_ref().unwrap_or(&self.embed);
         self.quantize_for(&mut s.acts, &[output], &h, d);
-        let mut logits = vec![0.0; picked.len() * c.vocab_size];
-        matmul(
-            &self.pool,
-            &self.kernels,
-            &mut [product(output, &s.acts, &mut logits)],
-        );
-        logits
+        // Written in full by the product: only new length needs a value.
+        logits.resize(picked.len() * c.vocab_size, 0.0);
+        matmul(&self.pool, &self.kernels, &mut [product(output, &s.acts, logits)]);
     }
 
     /// Runs `f` on each thread's share of `0..n` (see [`Pool::split`]): for
