@@ -20,6 +20,7 @@ use std::path::Path;
 use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
@@ -155,7 +156,10 @@ impl KvCache {
             let at = layer * heads + h;
             for (dst, src) in [(&mut self.k[at], k), (&mut self.v[at], v)] {
                 for position in src.chunks_exact(heads * hd) {
-                    dst.extend(position[h * hd..][..hd].iter().map(|&x| f16::from_f32(x)));
+                    // Converted eight values at a time where the CPU can.
+                    let at = dst.len();
+                    dst.resize(at + hd, f16::ZERO);
+                    dst[at..].convert_from_f32_slice(&position[h * hd..][..hd]);
                 }
             }
         }
