@@ -25,7 +25,7 @@ use half::slice::HalfFloatSliceExt;
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
 use crate::cpu::quant::fast_exp;
-use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul};
+use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul, matmul_pair_then};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -643,18 +643,13 @@ impl Llama {
                 &mut s.h,
             );
             self.quantize_for(&mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
-            {
-                let acts = &s.acts;
-                matmul(
-                    &self.pool,
-                    &self.kernels,
-                    &mut [
-                        product(&layer.w_gate, acts, &mut s.gate),
-                        product(&layer.w_up, acts, &mut s.up),
-                    ],
-                );
-            }
-            swiglu(&self.pool, &mut s.gate, &s.up);
+            matmul_pair_then(
+                &self.pool,
+                &self.kernels,
+                product(&layer.w_gate, &s.acts, &mut s.gate),
+                product(&layer.w_up, &s.acts, &mut s.up),
+                &swiglu,
+            );
             self.quantize_for(&mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
             matmul(
                 &self.pool,
@@ -766,20 +761,13 @@ fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; ACT_SLOTS], out: &'a mut [f32]) 
     }
 }
 
-/// SwiGLU's gate: `gate = silu(gate) * up`, element by element, shared
-/// out among the threads (the exponentials are the costly part).
-fn swiglu(pool: &Pool, gate: &mut [f32], up: &[f32]) {
-    let gate = SharedMut::new(gate);
-    pool.split(up.len(), &|range| {
-        let up = &up[range.clone()];
-        // SAFETY: the range belongs to this thread alone during the step.
-        let g = unsafe { gate.slice(range.start, range.end) };
-        for (g, u) in g.iter_mut().zip(up) {
-            // silu(g) = g / (1 + exp(-g)); `fast_exp` lets the loop run in
-            // SIMD lanes (libm's `expf` is a call per value).
-            *g = *g / (1.0 + fast_exp(-*g)) * u;
-        }
-    });
+/// SwiGLU's gate: `gate = silu(gate) * up`, element by element.
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        // silu(g) = g / (1 + exp(-g)); `fast_exp` lets the loop run in
+        // SIMD lanes (libm's `expf` is a call per value).
+        *g = *g / (1.0 + fast_exp(-*g)) * u;
+    }
 }
 
 /// `x += residual` (when given), then `out = rms_norm(x)`, row by row

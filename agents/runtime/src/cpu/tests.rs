@@ -698,6 +698,64 @@ fn matmul_splits_rows_across_threads_and_matches_single_dots() {
     }
 }
 
+/// Two products with a step after each share of rows give what two
+/// products and the step over the whole output give, bit for bit, with
+/// interleaved and plain weights and on every thread count (the rows of
+/// two groups of eight and one over, so a share ends off the chunk grid).
+#[test]
+fn a_pair_of_products_then_a_step_equals_the_products_then_the_step() {
+    let mut rng = Rng(9);
+    let (rows, cols, tokens) = (136, 64, 11);
+    let matrix = |rng: &mut Rng, ty| {
+        let blocks = q4_1_blocks(rng, rows * cols / QK, Fill::Random);
+        let mut data = Bytes::zeroed(blocks.len() * size_of::<BlockQ4_1>());
+        data.as_bytes_mut().copy_from_slice(bytemuck::cast_slice(&blocks));
+        let m = QMatrix::new(WeightType::Q4_1, rows, cols, data).unwrap();
+        if ty == WeightType::Q4_1x8 {
+            m.interleaved()
+        } else {
+            m
+        }
+    };
+    let x = rng.values(tokens * cols, 1.0);
+    fn product<'a>(w: &'a QMatrix, acts: &'a Acts, out: &'a mut [f32]) -> Product<'a> {
+        Product { w, acts, out }
+    }
+    let step = |a: &mut [f32], b: &[f32]| {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a = *a * 0.5 - b;
+        }
+    };
+    for ty in [WeightType::Q4_1, WeightType::Q4_1x8] {
+        let (wa, wb) = (matrix(&mut rng, ty), matrix(&mut rng, ty));
+        assert_eq!(wa.ty, ty);
+        for k in kernel_sets() {
+            let mut acts = Acts::default();
+            acts.quantize(&k, ActType::Q8_1, &x, cols);
+            for threads in [1, 2, 3] {
+                let pool = Pool::new(threads);
+                let (mut want_a, mut want_b) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                matmul(
+                    &pool,
+                    &k,
+                    &mut [product(&wa, &acts, &mut want_a), product(&wb, &acts, &mut want_b)],
+                );
+                step(&mut want_a, &want_b);
+                let (mut a, mut b) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                matmul_pair_then(
+                    &pool,
+                    &k,
+                    product(&wa, &acts, &mut a),
+                    product(&wb, &acts, &mut b),
+                    &step,
+                );
+                assert_eq!(a, want_a, "{ty:?} {} threads {threads}", k.name);
+                assert_eq!(b, want_b, "{ty:?} {} threads {threads}", k.name);
+            }
+        }
+    }
+}
+
 /// A Q4_1 or Q8_0 matrix interleaved at load gives the same products (to
 /// rounding) and the same rows as the matrix it came from, on every
 /// thread count; matrices it cannot interleave stay as they are.
