@@ -734,17 +734,15 @@ impl Llama {
         self.pool.run(&|t| {
             // SAFETY: each thread has its own score rows.
             let sc = unsafe { scores.slice(t * n_rep * longest, (t + 1) * n_rep * longest) };
-            let mut qh = vec![0.0f32; group];
+            let (mut qh, mut rounded) = (vec![0.0f32; group], vec![f16::ZERO; group]);
             for item in shares.take(t) {
                 let (r, kv_head) = (item / c.n_kv_head, item % c.n_kv_head);
                 let (chunk, pos) = rows[r];
-                let cache = caches[chunk];
-                let (keys, values) = cache.head(layer, kv_head);
+                let (keys, values) = caches[chunk].head(layer, kv_head);
                 let at = r * d + kv_head * group;
                 // ggml multiplies the f16 cache by queries rounded to f16.
-                for (dst, &x) in qh.iter_mut().zip(&q[at..][..group]) {
-                    *dst = f16::from_f32(x).to_f32();
-                }
+                rounded.convert_from_f32_slice(&q[at..][..group]);
+                rounded.convert_to_f32_slice(&mut qh);
                 // SAFETY: row r's slots for these heads belong to this item alone.
                 let y = unsafe { out.slice(at, at + group) };
                 (k.attend_shared)(&qh, n_rep, keys, values, hd, pos + 1, scale, sc, y);
