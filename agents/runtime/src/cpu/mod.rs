@@ -789,12 +789,31 @@ pub struct Product<'a> {
     pub out: &'a mut [f32],
 }
 
+impl Product<'_> {
+    /// Panics unless the activations are in the weights' format and the
+    /// output has a place for every product.
+    fn check(&self) {
+        assert_eq!(
+            self.acts.ty,
+            Some(self.w.ty.act()),
+            "activations quantized for another format"
+        );
+        assert_eq!(self.out.len(), self.acts.rows * self.w.rows, "output size");
+    }
+}
+
 /// The most weight rows a thread takes at a time in a [`matmul`]. Small
 /// products take smaller chunks (down to 16 rows, a multiple of 16 so that
 /// no chunk splits an interleaved group or a pair of them), at least eight
 /// per thread, so that when one thread finishes its last chunk the other is
 /// never left with much more than a small one.
 const CHUNK_ROWS: usize = 64;
+
+/// Rows a thread takes at a time from `total` weight rows (see
+/// [`CHUNK_ROWS`]).
+fn chunk_rows(total: usize, threads: usize) -> usize {
+    (total / (8 * threads) / 16 * 16).clamp(16, CHUNK_ROWS)
+}
 
 /// Weight rows handled per tile: a tile's rows stay in L1 while every
 /// activation row passes over them.
@@ -803,14 +822,7 @@ const TILE_ROWS: usize = 16;
 /// Runs several products in one parallel step; the threads share out
 /// their rows (fusing, say, the query, key and value projections).
 pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
-    for p in products.iter() {
-        assert_eq!(
-            p.acts.ty,
-            Some(p.w.ty.act()),
-            "activations quantized for another format"
-        );
-        assert_eq!(p.out.len(), p.acts.rows * p.w.rows, "output size");
-    }
+    products.iter().for_each(Product::check);
     let total: usize = products.iter().map(|p| p.w.rows).sum();
     let jobs: Vec<(&QMatrix, &Acts, SharedMut<f32>)> = products
         .iter_mut()
@@ -819,7 +831,7 @@ pub fn matmul(pool: &Pool, k: &Kernels, products: &mut [Product<'_>]) {
     // Threads take chunks of rows as they finish the last one (their own
     // share first), so a thread slowed by the other's memory traffic (or
     // by another process) does not hold the step up.
-    let chunk = (total / (8 * pool.threads()) / 16 * 16).clamp(16, CHUNK_ROWS);
+    let chunk = chunk_rows(total, pool.threads());
     let shares = Shares::new(total.div_ceil(chunk), pool.threads());
     pool.run(&|t| {
         for c in shares.take(t) {
@@ -854,20 +866,13 @@ pub fn matmul_pair_then(
         a.w.rows == b.w.rows && a.acts.rows == b.acts.rows,
         "a pair of products over the same rows"
     );
-    for p in [&a, &b] {
-        assert_eq!(
-            p.acts.ty,
-            Some(p.w.ty.act()),
-            "activations quantized for another format"
-        );
-        assert_eq!(p.out.len(), p.acts.rows * p.w.rows, "output size");
-    }
+    a.check();
+    b.check();
     let (rows_n, n) = (a.w.rows, a.acts.rows);
     let (out_a, out_b) = (SharedMut::new(a.out), SharedMut::new(b.out));
     // Chunks of the size `matmul` gives the two products together, halved,
     // as each chunk here covers its rows in both.
-    let chunk =
-        ((2 * rows_n / (8 * pool.threads()) / 16 * 16).clamp(16, CHUNK_ROWS) / 2).next_multiple_of(16);
+    let chunk = (chunk_rows(2 * rows_n, pool.threads()) / 2).next_multiple_of(16);
     let shares = Shares::new(rows_n.div_ceil(chunk), pool.threads());
     pool.run(&|t| {
         for c in shares.take(t) {

@@ -360,20 +360,13 @@ fn q8_0_block(xs: &[f32]) -> (f16, [i8; QK]) {
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out) {
-        q8_1_block(xs, amax(xs) / 127.0, b);
+        let d = amax(xs) / 127.0;
+        let rounded = round_block(xs, inverse_scale(d));
+        for (q, &r) in b.qs.iter_mut().zip(&rounded) {
+            *q = r as i8;
+        }
+        (b.d, b.s) = q8_1_scales(d, rounded.iter().sum());
     }
-}
-
-/// One Q8_1 block of `xs`, whose scale is `d` (the largest magnitude over
-/// 127): the values over `d`, rounded, their sum, and `d` rounded to f16.
-fn q8_1_block(xs: &[f32], d: f32, b: &mut BlockQ8_1) {
-    let id = inverse_scale(d);
-    let rounded = round_block(xs, id);
-    for (q, &r) in b.qs.iter_mut().zip(&rounded) {
-        *q = r as i8;
-    }
-    let sum: i32 = rounded.iter().sum();
-    (b.d, b.s) = q8_1_scales(d, sum);
 }
 
 /// A Q8_1 block's two scales from its scale `d` and the sum of its
