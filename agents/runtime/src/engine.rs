@@ -558,13 +558,13 @@ impl Engine {
             .collect();
         // A step's buffer is free again two steps later, when every
         // decoder has moved on to newer rows.
-        let mut buffer = self
+        let free = self
             .recent_logits
-            .iter_mut()
-            .find_map(std::sync::Arc::get_mut)
-            .map(std::mem::take)
+            .iter()
+            .position(|l| std::sync::Arc::strong_count(l) == 1);
+        let mut buffer = free
+            .and_then(|i| std::sync::Arc::into_inner(self.recent_logits.remove(i)))
             .unwrap_or_default();
-        self.recent_logits.retain(|l| l.capacity() > 0);
         self.model.forward_batch_into(&mut chunks, &mut buffer)?;
         drop(chunks);
         let logits = std::sync::Arc::new(buffer);
