@@ -889,7 +889,8 @@ fn the_softmax_exponential_is_expf_to_the_last_bit() {
 /// plain code's bytes: random blocks, zeros, large values, values that
 /// land exactly on a half (ties round away from zero), one large value
 /// among small ones, and subnormal values (whose inverse scale is not
-/// finite).
+/// finite). The blocks go in both orders, so that each kind passes
+/// through a group of sixteen and through the blocks left over.
 #[test]
 fn every_q8_1_quantizer_gives_the_plain_bytes() {
     let mut rng = Rng(29);
@@ -914,21 +915,25 @@ fn every_q8_1_quantizer_gives_the_plain_bytes() {
             .map(|i| if i % 2 == 0 { f32::MIN_POSITIVE } else { -1e-39 })
             .collect(),
     );
-    let x: Vec<f32> = blocks.concat();
-    let n = x.len() / QK;
-    let mut want = vec![BlockQ8_1::zeroed(); n];
-    quantize_q8_1(&x, &mut want);
-    for k in kernel_sets() {
-        let mut got = vec![BlockQ8_1::zeroed(); n];
-        (k.quantize_q8_1)(&x, &mut got);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(
-                bytemuck::bytes_of(g),
-                bytemuck::bytes_of(w),
-                "{} block {i}: {:?}",
-                k.name,
-                &x[i * QK..][..QK]
-            );
+    assert!(!blocks.len().is_multiple_of(16), "some blocks left over");
+    let forwards = blocks.concat();
+    blocks.reverse();
+    for x in [forwards, blocks.concat()] {
+        let n = x.len() / QK;
+        let mut want = vec![BlockQ8_1::zeroed(); n];
+        quantize_q8_1(&x, &mut want);
+        for k in kernel_sets() {
+            let mut got = vec![BlockQ8_1::zeroed(); n];
+            (k.quantize_q8_1)(&x, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    bytemuck::bytes_of(g),
+                    bytemuck::bytes_of(w),
+                    "{} block {i}: {:?}",
+                    k.name,
+                    &x[i * QK..][..QK]
+                );
+            }
         }
     }
 }

@@ -461,38 +461,151 @@ fn lanes8_max(v: __m256) -> f32 {
 /// Activations are quantized before every product, several hundred
 /// thousand values a batched step.
 ///
+/// Sixteen blocks go at a time: their largest magnitudes and their sums
+/// are reduced together ([`reduce16!`]), one block to a lane, and their
+/// scales computed in one vector, where a block on its own reduces twice
+/// across a vector and computes its scales lane by lane. The rest (fewer
+/// than sixteen) go one at a time. Maxima and integer sums are exact in
+/// any order, and the scales' divisions and f16 roundings are the same
+/// IEEE operations in a lane as alone, so the bytes are the same.
+///
 /// # Safety
 /// The CPU must have the features in the module's header.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), out.len() * QK, "one block per 32 values");
-    let magnitude = _mm512_set1_epi32(0x7FFF_FFFF);
-    let sign = _mm512_set1_epi32(i32::MIN);
-    let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
-    for (xs, b) in x.chunks_exact(QK).zip(out) {
-        // SAFETY: `xs` is 32 readable f32.
-        let v = unsafe { [_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16))] };
-        let abs = v.map(|v| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), magnitude)));
-        let d = _mm512_reduce_max_ps(_mm512_max_ps(abs[0], abs[1])) / 127.0;
-        let id = _mm512_set1_ps(inverse_scale(d));
-        let mut sum = _mm512_setzero_si512();
-        for (h, &v) in v.iter().enumerate() {
-            let p = _mm512_mul_ps(v, id);
-            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
-            let dropped = _mm512_castsi512_ps(_mm512_and_si512(
-                _mm512_castps_si512(_mm512_sub_ps(p, t)),
-                magnitude,
-            ));
-            let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(dropped, half);
-            let step = _mm512_castsi512_ps(_mm512_or_si512(
-                _mm512_and_si512(_mm512_castps_si512(p), sign),
-                _mm512_castps_si512(one),
-            ));
-            let r = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, away, t, step));
-            sum = _mm512_add_epi32(sum, r);
-            // SAFETY: bytes 16h .. 16h + 16 of the block's 32.
-            unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(r)) };
-        }
+    let whole = out.len() / 16 * 16;
+    let (x16, rest) = x.split_at(whole * QK);
+    let (out16, out_rest) = out.split_at_mut(whole);
+    for (xs, bs) in x16.chunks_exact(16 * QK).zip(out16.chunks_exact_mut(16)) {
+        q8_1_sixteen(xs, bs);
+    }
+    for (xs, b) in rest.chunks_exact(QK).zip(out_rest) {
+        let v = load_block(xs);
+        let d = _mm512_reduce_max_ps(_mm512_max_ps(magnitude(v[0]), magnitude(v[1]))) / 127.0;
+        let sum = round_q8_1(v, _mm512_set1_ps(inverse_scale(d)), b);
         (b.d, b.s) = q8_1_scales(d, _mm512_reduce_add_epi32(sum));
     }
+}
+
+/// Which block each of [`reduce16!`]'s sixteen inputs holds so that block
+/// `b`'s result lands in lane `b`: the tree leaves input `4k + l`'s in lane
+/// `4l + k`, so the inputs go in that (self-inverse) order.
+const TREE_ORDER: [usize; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// Reduces sixteen vectors of sixteen f32 lanes with `$op` (commutative
+/// and associative: max, or an integer add through casts) into one vector
+/// whose lane `4l + k` is input `4k + l`'s reduction: four rounds, each
+/// pairing the vectors and halving the lanes each input still spans.
+macro_rules! reduce16 {
+    ($v:expr, $op:expr) => {{
+        let v: [__m512; 16] = $v;
+        let op = $op;
+        // Halves of 256 bits, then of 128 bits, across the pair.
+        let a: [__m512; 8] = std::array::from_fn(|i| {
+            let (x, y) = (v[2 * i], v[2 * i + 1]);
+            op(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+            )
+        });
+        let b: [__m512; 4] = std::array::from_fn(|i| {
+            let (x, y) = (a[2 * i], a[2 * i + 1]);
+            op(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(x, y),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y),
+            )
+        });
+        // Then within each 128-bit lane: pairs of values, then single ones.
+        let c: [__m512; 2] = std::array::from_fn(|i| {
+            let (x, y) = (b[2 * i], b[2 * i + 1]);
+            op(
+                _mm512_shuffle_ps::<0b01_00_01_00>(x, y),
+                _mm512_shuffle_ps::<0b11_10_11_10>(x, y),
+            )
+        });
+        op(
+            _mm512_shuffle_ps::<0b10_00_10_00>(c[0], c[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(c[0], c[1]),
+        )
+    }};
+}
+
+/// Sixteen Q8_1 blocks (see [`quantize_q8_1`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_1_sixteen(x: &[f32], out: &mut [BlockQ8_1]) {
+    let block = |b: usize| load_block(&x[b * QK..][..QK]);
+    let largest = reduce16!(
+        TREE_ORDER.map(|b| {
+            let v = block(b);
+            _mm512_max_ps(magnitude(v[0]), magnitude(v[1]))
+        }),
+        |p, q| _mm512_max_ps(p, q)
+    );
+    let d = _mm512_div_ps(largest, _mm512_set1_ps(127.0));
+    // `inverse_scale`: 1 / d, or 0 where that is not finite.
+    let id = _mm512_div_ps(_mm512_set1_ps(1.0), d);
+    let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(magnitude(id), _mm512_set1_ps(f32::INFINITY));
+    let id = lanes16(_mm512_maskz_mov_ps(finite, id));
+    let mut sums = [_mm512_setzero_si512(); 16];
+    for (b, o) in out.iter_mut().enumerate() {
+        sums[TREE_ORDER[b]] = round_q8_1(block(b), _mm512_set1_ps(id[b]), o);
+    }
+    let sum = reduce16!(sums.map(|s| _mm512_castsi512_ps(s)), |p, q| {
+        _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_castps_si512(q)))
+    });
+    // `q8_1_scales`: d and d × sum, each rounded to f16.
+    let to_f16 = |v| _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v));
+    let ds = lanes16(to_f16(d));
+    let ss = lanes16(to_f16(_mm512_mul_ps(
+        d,
+        _mm512_cvtepi32_ps(_mm512_castps_si512(sum)),
+    )));
+    for (b, o) in out.iter_mut().enumerate() {
+        (o.d, o.s) = (ds[b], ss[b]);
+    }
+}
+
+/// A block's 32 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_block(xs: &[f32]) -> [__m512; 2] {
+    assert_eq!(xs.len(), QK);
+    // SAFETY: `xs` is 32 readable f32.
+    unsafe { [_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16))] }
+}
+
+/// Each lane's magnitude (the sign bit cleared).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn magnitude(v: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(v),
+        _mm512_set1_epi32(0x7FFF_FFFF),
+    ))
+}
+
+/// A block's values times `id`, rounded half away from zero into `b.qs`;
+/// returns their sum spread over sixteen lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn round_q8_1(v: [__m512; 2], id: __m512, b: &mut BlockQ8_1) -> __m512i {
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let (half, one) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
+    let mut sum = _mm512_setzero_si512();
+    for (h, &v) in v.iter().enumerate() {
+        let p = _mm512_mul_ps(v, id);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(magnitude(_mm512_sub_ps(p, t)), half);
+        let step = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(_mm512_castps_si512(p), sign),
+            _mm512_castps_si512(one),
+        ));
+        let r = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, away, t, step));
+        sum = _mm512_add_epi32(sum, r);
+        // SAFETY: bytes 16h .. 16h + 16 of the block's 32.
+        unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(r)) };
+    }
+    sum
 }
