@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK,
     scale_min_k4,
 };
 
@@ -608,4 +608,113 @@ pub(super) fn hsum_pairwise(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_hadd_ps(s, s);
     _mm_cvtss_f32(_mm_hadd_ps(s, s))
+}
+
+/// [`super::quant::quantize_q8_1`] in 256-bit vectors, block for block the
+/// same bytes (see [`super::vnni::quantize_q8_1`], the same steps in
+/// 512-bit vectors): eight blocks at a time, their largest magnitudes and
+/// their sums reduced together ([`reduce8`]), one block to a lane, and
+/// their scales computed in one vector; the blocks left over go through
+/// the plain code.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    assert_eq!(x.len(), out.len() * QK, "one block per 32 values");
+    let whole = out.len() / 8 * 8;
+    let (x8, rest) = x.split_at(whole * QK);
+    let (out8, out_rest) = out.split_at_mut(whole);
+    for (xs, bs) in x8.chunks_exact(8 * QK).zip(out8.chunks_exact_mut(8)) {
+        q8_1_eight(xs, bs);
+    }
+    super::quant::quantize_q8_1(rest, out_rest);
+}
+
+/// Which block each of [`reduce8`]'s inputs holds so that block `b`'s
+/// result lands in lane `b`: the tree leaves input `2k + l`'s in lane
+/// `4l + k`.
+const TREE_ORDER: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/// Reduces eight vectors of eight f32 lanes with `op` (commutative and
+/// associative: max, or an integer add through casts) into one vector
+/// whose lane `4l + k` is input `2k + l`'s reduction: three rounds, each
+/// pairing the vectors and halving the lanes each input still spans.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn reduce8(v: [__m256; 8], op: impl Fn(__m256, __m256) -> __m256) -> __m256 {
+    let a: [__m256; 4] = std::array::from_fn(|i| {
+        let (x, y) = (v[2 * i], v[2 * i + 1]);
+        op(
+            _mm256_permute2f128_ps::<0x20>(x, y),
+            _mm256_permute2f128_ps::<0x31>(x, y),
+        )
+    });
+    let b: [__m256; 2] = std::array::from_fn(|i| {
+        let (x, y) = (a[2 * i], a[2 * i + 1]);
+        op(
+            _mm256_shuffle_ps::<0b01_00_01_00>(x, y),
+            _mm256_shuffle_ps::<0b11_10_11_10>(x, y),
+        )
+    });
+    op(
+        _mm256_shuffle_ps::<0b10_00_10_00>(b[0], b[1]),
+        _mm256_shuffle_ps::<0b11_01_11_01>(b[0], b[1]),
+    )
+}
+
+/// Eight Q8_1 blocks (see [`quantize_q8_1`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_1_eight(x: &[f32], out: &mut [BlockQ8_1]) {
+    let magnitude = |v: __m256| _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF)));
+    let block = |b: usize| -> [__m256; 4] {
+        let xs = &x[b * QK..][..QK];
+        // SAFETY: `xs` is 32 readable f32.
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * i)) })
+    };
+    let largest = reduce8(
+        TREE_ORDER.map(|b| {
+            let v = block(b).map(magnitude);
+            _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]))
+        }),
+        |p, q| _mm256_max_ps(p, q),
+    );
+    let d = _mm256_div_ps(largest, _mm256_set1_ps(127.0));
+    // `inverse_scale`: 1 / d, or 0 where that is not finite.
+    let id = _mm256_div_ps(_mm256_set1_ps(1.0), d);
+    let finite = _mm256_cmp_ps::<_CMP_LT_OQ>(magnitude(id), _mm256_set1_ps(f32::INFINITY));
+    let id = lanes(_mm256_and_ps(id, finite));
+    let (sign, half, one) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+    let mut sums = [_mm256_setzero_ps(); 8];
+    for (slot, &b) in TREE_ORDER.iter().enumerate() {
+        let scale = _mm256_set1_ps(id[b]);
+        // Rounded half away from zero: the truncated value, plus one step
+        // away from zero where the dropped fraction is a half or more.
+        let r = block(b).map(|v| {
+            let p = _mm256_mul_ps(v, scale);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+            let away = _mm256_cmp_ps::<_CMP_GE_OQ>(magnitude(_mm256_sub_ps(p, t)), half);
+            let step = _mm256_or_ps(_mm256_and_ps(p, sign), one);
+            _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(step, away)))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
+        sums[slot] = _mm256_castsi256_ps(sum);
+        // To bytes: the packs interleave the 128-bit halves, the
+        // permutation puts the four runs of eight back in order.
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `qs` is 32 writable bytes.
+        unsafe { _mm256_storeu_si256(out[b].qs.as_mut_ptr().cast(), bytes) };
+    }
+    let sum = _mm256_castps_si256(reduce8(sums, |p, q| {
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_castps_si256(q)))
+    }));
+    // `q8_1_scales`: d and d × sum, each rounded to f16.
+    let to_f16 = |v| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let ds = lanes(to_f16(d));
+    let ss = lanes(to_f16(_mm256_mul_ps(d, _mm256_cvtepi32_ps(sum))));
+    for (b, o) in out.iter_mut().enumerate() {
+        (o.d, o.s) = (ds[b], ss[b]);
+    }
 }

@@ -683,6 +683,9 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             two_groups(q8_0x8, x, y, out)
         }
+        fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+            unsafe { avx2::quantize_q8_1(x, out) }
+        }
         Some(Kernels {
             name: "avx2",
             q4_0,
@@ -700,7 +703,7 @@ impl Kernels {
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
-            quantize_q8_1: quant::quantize_q8_1,
+            quantize_q8_1,
         })
     }
 

@@ -885,12 +885,12 @@ fn the_softmax_exponential_is_expf_to_the_last_bit() {
     eprintln!("{differ} of {total} differ from expf in the last bit");
 }
 
-/// Every set's Q8_1 quantizer (512-bit vectors with AVX-512) gives the
-/// plain code's bytes: random blocks, zeros, large values, values that
-/// land exactly on a half (ties round away from zero), one large value
-/// among small ones, and subnormal values (whose inverse scale is not
-/// finite). The blocks go in both orders, so that each kind passes
-/// through a group of sixteen and through the blocks left over.
+/// Every set's Q8_1 quantizer (eight blocks at a time with AVX2, sixteen
+/// with AVX-512) gives the plain code's bytes: random blocks, zeros, large
+/// values, values that land exactly on a half (ties round away from zero),
+/// one large value among small ones, and subnormal values (whose inverse
+/// scale is not finite). The blocks go in both orders, so that each kind
+/// passes through a group and through the blocks left over.
 #[test]
 fn every_q8_1_quantizer_gives_the_plain_bytes() {
     let mut rng = Rng(29);
