@@ -25,7 +25,9 @@ use half::slice::HalfFloatSliceExt;
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
 use crate::cpu::quant::fast_exp;
-use crate::cpu::{ActType, Acts, Bytes, Kernels, Product, QMatrix, WeightType, matmul, matmul_pair_then};
+use crate::cpu::{
+    ActType, Acts, ActsWriter, Bytes, Kernels, Product, QMatrix, WeightType, matmul, matmul_pair_then,
+};
 
 /// Shape and hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -577,14 +579,13 @@ impl Llama {
             // residual stream first.
             let residual = (li > 0).then_some(&s.o[..]);
             add_norm(
-                &self.pool,
+                self,
                 &mut s.x,
                 residual,
                 &layer.attn_norm,
-                c.rms_eps,
                 &mut s.h,
+                &writers(&mut s.acts, &[&layer.wq, &layer.wk, &layer.wv], n, d),
             );
-            self.quantize_for(&mut s.acts, &[&layer.wq, &layer.wk, &layer.wv], &s.h, d);
             {
                 let acts = &s.acts;
                 matmul(
@@ -635,14 +636,13 @@ impl Llama {
             );
             // Feed-forward.
             add_norm(
-                &self.pool,
+                self,
                 &mut s.x,
                 Some(&s.o),
                 &layer.ffn_norm,
-                c.rms_eps,
                 &mut s.h,
+                &writers(&mut s.acts, &[&layer.w_gate, &layer.w_up], n, d),
             );
-            self.quantize_for(&mut s.acts, &[&layer.w_gate, &layer.w_up], &s.h, d);
             matmul_pair_then(
                 &self.pool,
                 &self.kernels,
@@ -692,17 +692,17 @@ impl Llama {
         self.pool.split(n, f);
     }
 
-    /// Quantizes `x` once for each activation format the matrices need.
+    /// Quantizes `x` once for each activation format the matrices need,
+    /// the rows shared out among the threads.
     fn quantize_for(&self, acts: &mut [Acts; ACT_SLOTS], matrices: &[&QMatrix], x: &[f32], cols: usize) {
-        let mut done = [false; ACT_SLOTS];
-        for m in matrices {
-            let t = m.ty.act();
-            let slot = act_slot(t);
-            if !done[slot] {
-                acts[slot].quantize_on(&self.pool, &self.kernels, t, x, cols);
-                done[slot] = true;
+        let n = x.len() / cols;
+        let writers = writers(acts, matrices, n, cols);
+        self.pool.split(n, &|rows| {
+            for r in rows {
+                // SAFETY: row r belongs to this thread alone during the step.
+                unsafe { write_row(&self.kernels, &writers, r, &x[r * cols..(r + 1) * cols]) };
             }
-        }
+        });
     }
 
     /// Causal attention of every row's query heads over its sequence's
@@ -751,6 +751,34 @@ impl Llama {
     }
 }
 
+/// A writer for each activation format the matrices need, for `rows ×
+/// cols` values (see [`Acts::writer`]), in its slot.
+fn writers<'a>(
+    acts: &'a mut [Acts; ACT_SLOTS],
+    matrices: &[&QMatrix],
+    rows: usize,
+    cols: usize,
+) -> [Option<ActsWriter<'a>>; ACT_SLOTS] {
+    let mut out = [None; ACT_SLOTS];
+    for (slot, a) in acts.iter_mut().enumerate() {
+        if let Some(m) = matrices.iter().find(|m| act_slot(m.ty.act()) == slot) {
+            out[slot] = Some(a.writer(m.ty.act(), rows, cols));
+        }
+    }
+    out
+}
+
+/// Quantizes `row` as row `r` through each writer.
+///
+/// # Safety
+/// Row `r` belongs to the calling thread alone during the parallel step.
+unsafe fn write_row(k: &Kernels, writers: &[Option<ActsWriter<'_>>], r: usize, row: &[f32]) {
+    for w in writers.iter().flatten() {
+        // SAFETY: by the caller's promise.
+        unsafe { w.write(k, r, 0, row) };
+    }
+}
+
 fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; ACT_SLOTS], out: &'a mut [f32]) -> Product<'a> {
     Product {
         w,
@@ -769,18 +797,30 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 /// `x += residual` (when given), then `out = rms_norm(x)`, row by row
-/// (rows of `w.len()`), the rows shared out among the threads.
-fn add_norm(pool: &Pool, x: &mut [f32], residual: Option<&[f32]>, w: &[f32], eps: f64, out: &mut [f32]) {
+/// (rows of `w.len()`), and each row of `out` quantized through `writers`
+/// while in cache; the rows shared out among the model's threads.
+fn add_norm(
+    model: &Llama,
+    x: &mut [f32],
+    residual: Option<&[f32]>,
+    w: &[f32],
+    out: &mut [f32],
+    writers: &[Option<ActsWriter<'_>>],
+) {
     let (d, n) = (w.len(), x.len() / w.len());
     let (x, out) = (SharedMut::new(x), SharedMut::new(out));
-    pool.split(n, &|rows| {
+    model.pool.split(n, &|rows| {
         let (lo, hi) = (rows.start * d, rows.end * d);
         // SAFETY: these rows belong to this thread alone during the step.
         let (x, out) = unsafe { (x.slice(lo, hi), out.slice(lo, hi)) };
         if let Some(r) = residual {
             add(x, &r[lo..hi]);
         }
-        rms_norm(x, w, eps, out);
+        rms_norm(x, w, model.config.rms_eps, out);
+        for (r, row) in rows.zip(out.chunks_exact(d)) {
+            // SAFETY: as above.
+            unsafe { write_row(&model.kernels, writers, r, row) };
+        }
     });
 }
 

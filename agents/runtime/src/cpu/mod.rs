@@ -261,18 +261,19 @@ pub struct Acts {
 }
 
 impl Acts {
-    /// [`Acts::quantize`] with the rows shared out among the pool's
-    /// threads (same result; worth it from two rows on).
-    pub fn quantize_on(&mut self, pool: &Pool, k: &Kernels, ty: ActType, x: &[f32], cols: usize) {
-        let rb = self.shape(ty, x.len(), cols);
-        let data = SharedMut::new(self.data.as_bytes_mut());
-        pool.split(x.len() / cols, &|rows| {
-            for r in rows {
-                // SAFETY: row r belongs to this thread alone during the step.
-                let out = unsafe { data.slice(r * rb, (r + 1) * rb) };
-                quantize_row(k, ty, &x[r * cols..(r + 1) * cols], out);
-            }
-        });
+    /// Sets the format and size for `rows × cols` values, reusing the
+    /// buffer, and returns a writer through which the threads of a
+    /// parallel step quantize them as they compute them (in the step that
+    /// produces them, rather than a step of its own).
+    pub fn writer(&mut self, ty: ActType, rows: usize, cols: usize) -> ActsWriter<'_> {
+        let row_bytes = self.shape(ty, rows * cols, cols);
+        ActsWriter {
+            ty,
+            cols,
+            row_bytes,
+            data: SharedMut::new(self.data.as_bytes_mut()),
+            _acts: std::marker::PhantomData,
+        }
     }
 
     /// Quantizes `x` (`rows × cols`) to `ty` with the set's quantizers,
@@ -302,6 +303,44 @@ impl Acts {
 
     fn row<B: Pod>(&self, r: usize) -> &[B] {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
+    }
+}
+
+/// Quantizes rows, or runs of whole blocks within rows, into an [`Acts`]
+/// from the threads of a parallel step (see [`Acts::writer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ActsWriter<'a> {
+    ty: ActType,
+    cols: usize,
+    row_bytes: usize,
+    data: SharedMut<u8>,
+    _acts: std::marker::PhantomData<&'a mut Acts>,
+}
+
+impl ActsWriter<'_> {
+    /// Values per block of the format: a run written at once starts on a
+    /// multiple of it.
+    pub fn block_len(&self) -> usize {
+        self.ty.block().0
+    }
+
+    /// Quantizes `xs` as values `at .. at + xs.len()` of row `r`; `at` and
+    /// the length are whole blocks (the length may end at the row's end).
+    ///
+    /// # Safety
+    /// No other thread may write those blocks during the parallel step.
+    pub unsafe fn write(&self, k: &Kernels, r: usize, at: usize, xs: &[f32]) {
+        let (elems, bytes) = self.ty.block();
+        assert!(
+            at.is_multiple_of(elems) && xs.len().is_multiple_of(elems) && at + xs.len() <= self.cols,
+            "values {at}..{} of a row of {} in blocks of {elems}",
+            at + xs.len(),
+            self.cols
+        );
+        let start = r * self.row_bytes + at / elems * bytes;
+        // SAFETY: bounds checked by `slice`; exclusive by the caller's promise.
+        let out = unsafe { self.data.slice(start, start + xs.len() / elems * bytes) };
+        quantize_row(k, self.ty, xs, out);
     }
 }
 

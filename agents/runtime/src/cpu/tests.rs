@@ -937,3 +937,46 @@ fn every_q8_1_quantizer_gives_the_plain_bytes() {
         }
     }
 }
+
+/// Activations written through a writer, a row's blocks in runs from two
+/// threads, are the bytes [`Acts::quantize`] gives the whole rows, in every
+/// format; a run that does not start on a block is refused.
+#[test]
+fn activations_written_in_runs_equal_whole_rows() {
+    let mut rng = Rng(41);
+    let (rows, cols) = (3, 2 * QK_K);
+    let x = rng.values(rows * cols, 2.0);
+    let k = Kernels::detect();
+    let pool = Pool::new(2);
+    for ty in [
+        ActType::Q8_0,
+        ActType::Q8_0S,
+        ActType::Q8_1,
+        ActType::Q8K,
+        ActType::F32,
+    ] {
+        let mut want = Acts::default();
+        want.quantize(&k, ty, &x, cols);
+        let mut got = Acts::default();
+        let w = got.writer(ty, rows, cols);
+        let run = w.block_len().max(QK);
+        pool.run(&|t| {
+            for r in 0..rows {
+                // Thread t writes the runs t, t + 2, ... of each row.
+                for at in (t * run..cols).step_by(2 * run) {
+                    // SAFETY: each run belongs to one thread.
+                    unsafe { w.write(&k, r, at, &x[r * cols + at..][..run]) };
+                }
+            }
+        });
+        assert_eq!(got.data.as_bytes(), want.data.as_bytes(), "{ty:?}");
+    }
+    let mut acts = Acts::default();
+    let w = acts.writer(ActType::Q8_1, rows, cols);
+    let err = std::panic::catch_unwind(|| unsafe { w.write(&k, 0, 16, &x[16..48]) }).unwrap_err();
+    let message = err.downcast_ref::<String>().unwrap();
+    assert!(
+        message.contains("values 16..48 of a row of 512 in blocks of 32"),
+        "{message}"
+    );
+}
