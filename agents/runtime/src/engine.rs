@@ -525,7 +525,15 @@ impl Engine {
         for ((i, tokens, cache, cached), (prompt_ms, run)) in ready.into_iter().zip(runs) {
             results[i] = Some(run.map(|logits| {
                 self.prefixes.store(&cache, tokens.len());
-                Decoder::new(requests[i].1, tokens, cache, cached, prompt_ms, logits, context)
+                Decoder::new(
+                    requests[i].1,
+                    tokens,
+                    cache,
+                    cached,
+                    prompt_ms,
+                    logits,
+                    &self.model,
+                )
             }));
         }
         results
@@ -582,7 +590,7 @@ impl Engine {
             let mine = unsafe { decoders.slice(rows.start, rows.end) };
             for (d, r) in mine.iter_mut().zip(rows) {
                 d.logits = Row::of(&logits, r, vocab);
-                (d.log_sum_exp, d.top) = sum_and_pick(&d.logits);
+                (d.log_sum_exp, d.top) = sum_and_pick(self.model.kernels(), &d.logits);
                 d.next = None;
                 d.batch_peak = d.batch_peak.max(n);
             }
@@ -622,7 +630,8 @@ impl Engine {
                 context,
             });
         }
-        let first = log_softmax(&self.prefill(&prompt)?.1);
+        let first = self.prefill(&prompt)?.1;
+        let first = log_softmax(self.model.kernels(), &first);
         let mut scores = Vec::with_capacity(candidates.len());
         for (label, ids) in candidates.iter().zip(&encoded) {
             let mut logprob = first[ids[0] as usize];
@@ -630,7 +639,7 @@ impl Engine {
                 let logits = self.model.forward(&ids[..ids.len() - 1], Logits::All)?;
                 let vocab = self.model.config().vocab_size;
                 for (row, &next) in logits.chunks_exact(vocab).zip(&ids[1..]) {
-                    logprob += log_softmax(row)[next as usize];
+                    logprob += log_softmax(self.model.kernels(), row)[next as usize];
                 }
                 self.model.truncate_cache(prompt.len());
             }
@@ -696,9 +705,9 @@ impl Decoder {
         cached: usize,
         prompt_ms: f64,
         logits: Row,
-        context: usize,
+        model: &Llama,
     ) -> Decoder {
-        let (log_sum_exp, top) = sum_and_pick(&logits);
+        let (log_sum_exp, top) = sum_and_pick(model.kernels(), &logits);
         Decoder {
             params: params.clone(),
             sampler: Sampler::new(params),
@@ -718,7 +727,7 @@ impl Decoder {
             logits,
             next: None,
             finish: None,
-            context,
+            context: model.config().context_length,
         }
     }
 
@@ -891,9 +900,9 @@ fn argmax(v: &[f32]) -> u32 {
 
 /// A row of logits' log-sum-exp (for the picked token's log-probability)
 /// and greedy pick, from one pass for its largest value.
-fn sum_and_pick(logits: &[f32]) -> (f32, u32) {
+fn sum_and_pick(k: &crate::cpu::Kernels, logits: &[f32]) -> (f32, u32) {
     let max = largest(logits);
-    (log_sum_exp_from(logits, max), place_of(logits, max))
+    (log_sum_exp_from(k, logits, max), place_of(logits, max))
 }
 
 /// Where `max` (the largest of `v`) first occurs.

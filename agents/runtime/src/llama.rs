@@ -24,7 +24,6 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::Error;
 use crate::cpu::pool::{Pool, SharedMut, Shares};
-use crate::cpu::quant::fast_exp;
 use crate::cpu::{
     ActType, Acts, ActsWriter, Bytes, Kernels, Product, QMatrix, WeightType, matmul, matmul_pair_then,
 };
@@ -421,6 +420,11 @@ impl Llama {
         &self.config
     }
 
+    /// The kernels chosen for this CPU at load.
+    pub(crate) fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
     /// Number of tokens in the default KV cache (the position of the next token).
     pub fn cached_len(&self) -> usize {
         self.cache.len()
@@ -648,7 +652,7 @@ impl Llama {
                 &self.kernels,
                 product(&layer.w_gate, &s.acts, &mut s.gate),
                 product(&layer.w_up, &s.acts, &mut s.up),
-                &swiglu,
+                &self.kernels.swiglu,
             );
             self.quantize_for(&mut s.acts, &[&layer.w_down], &s.gate, c.n_ff);
             matmul(
@@ -784,15 +788,6 @@ fn product<'a>(w: &'a QMatrix, acts: &'a [Acts; ACT_SLOTS], out: &'a mut [f32]) 
         w,
         acts: &acts[act_slot(w.ty.act())],
         out,
-    }
-}
-
-/// SwiGLU's gate: `gate = silu(gate) * up`, element by element.
-fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        // silu(g) = g / (1 + exp(-g)); `fast_exp` lets the loop run in
-        // SIMD lanes (libm's `expf` is a call per value).
-        *g = *g / (1.0 + fast_exp(-*g)) * u;
     }
 }
 
@@ -945,8 +940,8 @@ impl<R: std::io::Read + std::io::Seek> Loader<'_, R> {
 }
 
 /// `log_softmax` of one row of logits.
-pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let log_sum = log_sum_exp(logits);
+pub(crate) fn log_softmax(k: &Kernels, logits: &[f32]) -> Vec<f32> {
+    let log_sum = log_sum_exp(k, logits);
     logits.iter().map(|&v| v - log_sum).collect()
 }
 
@@ -954,25 +949,20 @@ pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
 ///
 /// It runs once per generated token over the whole vocabulary (49,152
 /// values for SmolLM2), so the exponentials are computed eight at a time
-/// with [`fast_exp`], which the compiler turns into SIMD code.
-pub(crate) fn log_sum_exp(logits: &[f32]) -> f32 {
-    log_sum_exp_from(logits, largest(logits))
+/// (the kernels' `exp_lanes`: [`crate::cpu::quant::fast_exp`] in SIMD
+/// lanes).
+pub(crate) fn log_sum_exp(k: &Kernels, logits: &[f32]) -> f32 {
+    log_sum_exp_from(k, logits, largest(logits))
 }
 
 /// [`log_sum_exp`] given the largest logit (see [`largest`]).
-pub(crate) fn log_sum_exp_from(logits: &[f32], max: f32) -> f32 {
+pub(crate) fn log_sum_exp_from(k: &Kernels, logits: &[f32], max: f32) -> f32 {
     if !max.is_finite() {
         return max;
     }
-    let chunks = logits.chunks_exact(8);
-    let mut tail: f32 = chunks.remainder().iter().map(|&v| (v - max).exp()).sum();
-    let mut lanes = [0.0f32; 8];
-    for c in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(c) {
-            *lane += fast_exp(v - max);
-        }
-    }
-    tail += lanes.iter().sum::<f32>();
+    let whole = logits.len() / 8 * 8;
+    let mut tail: f32 = logits[whole..].iter().map(|&v| (v - max).exp()).sum();
+    tail += (k.exp_lanes)(&logits[..whole], max).iter().sum::<f32>();
     tail.ln() + max
 }
 
@@ -997,6 +987,7 @@ pub(crate) fn largest(v: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::quant::fast_exp;
 
     #[test]
     fn the_fast_exponential_agrees_with_the_exact_one() {
@@ -1020,16 +1011,19 @@ mod tests {
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
         let exact = logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
         assert!(
-            (log_sum_exp(&logits) as f64 - exact).abs() < 1e-5,
+            (log_sum_exp(&Kernels::detect(), &logits) as f64 - exact).abs() < 1e-5,
             "{} vs {exact}",
-            log_sum_exp(&logits)
+            log_sum_exp(&Kernels::detect(), &logits)
         );
-        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert_eq!(
+            log_sum_exp(&Kernels::detect(), &[f32::NEG_INFINITY; 3]),
+            f32::NEG_INFINITY
+        );
     }
 
     #[test]
     fn log_softmax_sums_to_one() {
-        let l = log_softmax(&[1.0, 2.0, 3.0, -50.0]);
+        let l = log_softmax(&Kernels::detect(), &[1.0, 2.0, 3.0, -50.0]);
         let total: f32 = l.iter().map(|v| v.exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
         assert!(l[2] > l[1] && l[1] > l[0]);

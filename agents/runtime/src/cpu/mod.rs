@@ -391,6 +391,13 @@ pub struct Kernels {
     /// Activations for the Q4_1 products: [`quant::quantize_q8_1`]'s bytes
     /// (the vector version with AVX-512).
     pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
+    /// SwiGLU's gate ([`quant::swiglu`]'s values; in 512-bit vectors with
+    /// AVX-512).
+    pub swiglu: fn(&mut [f32], &[f32]),
+    /// Lane sums of `exp(x - max)` for a log-sum-exp
+    /// ([`quant::exp_lanes`]'s sums; the exponentials in 512-bit vectors
+    /// with AVX-512).
+    pub exp_lanes: fn(&[f32], f32) -> [f32; 8],
 }
 
 /// `attend_shared(q, heads, keys, values, stride, n, scale, scores, out)`.
@@ -524,6 +531,8 @@ impl Kernels {
         attend,
         attend_shared,
         quantize_q8_1: quant::quantize_q8_1,
+        swiglu: quant::swiglu,
+        exp_lanes: quant::exp_lanes,
     };
 
     /// The kernels for this CPU, chosen once per process: AVX-512 VNNI's
@@ -650,6 +659,12 @@ impl Kernels {
         fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             unsafe { vnni::quantize_q8_1(x, out) }
         }
+        fn swiglu(gate: &mut [f32], up: &[f32]) {
+            unsafe { vnni::swiglu(gate, up) }
+        }
+        fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
+            unsafe { vnni::exp_lanes(v, max) }
+        }
         // Q4_K and F32 have no byte products to speed up, and one head's
         // attention gains nothing from wider vectors: AVX2's.
         Some(Kernels {
@@ -666,6 +681,8 @@ impl Kernels {
             q8_0x16,
             attend_shared: attend_shared_vnni,
             quantize_q8_1,
+            swiglu,
+            exp_lanes,
             ..avx2
         })
     }
@@ -743,6 +760,8 @@ impl Kernels {
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
             quantize_q8_1,
+            swiglu: quant::swiglu,
+            exp_lanes: quant::exp_lanes,
         })
     }
 

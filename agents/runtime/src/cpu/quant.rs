@@ -280,6 +280,33 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     p * f32::from_bits(((integer(n) + 127) as u32) << 23)
 }
 
+/// SwiGLU's gate: `gate = silu(gate) * up`, element by element, in plain
+/// Rust (which the compiler vectorizes); the AVX-512 set has
+/// [`super::vnni::swiglu`], which gives the same values.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "a gate value for each up value");
+    for (g, u) in gate.iter_mut().zip(up) {
+        // silu(g) = g / (1 + exp(-g)); `fast_exp` lets the loop run in
+        // SIMD lanes (libm's `expf` is a call per value).
+        *g = *g / (1.0 + fast_exp(-*g)) * u;
+    }
+}
+
+/// The eight lane sums of `exp(x - max)` ([`fast_exp`]) over `v` in
+/// chunks of eight: lane `i` adds values `i`, `i + 8`, ... in order. A row
+/// of logits' log-sum-exp is made of them. In plain Rust; the AVX-512 set
+/// has [`super::vnni::exp_lanes`], which gives the same sums.
+pub fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
+    assert!(v.len().is_multiple_of(8), "whole chunks of eight");
+    let mut lanes = [0.0f32; 8];
+    for c in v.chunks_exact(8) {
+        for (lane, &x) in lanes.iter_mut().zip(c) {
+            *lane += fast_exp(x - max);
+        }
+    }
+    lanes
+}
+
 /// `exp(x)` as libm's `expf` gives it, but in SIMD lanes when a loop runs
 /// over it: computed in f64 (a degree-11 Taylor polynomial of the
 /// remainder after `n ln 2`, good to about 1e-14) and rounded once to

@@ -980,3 +980,49 @@ fn activations_written_in_runs_equal_whole_rows() {
         "{message}"
     );
 }
+
+/// Every set's SwiGLU and exponential lane sums give the plain code's
+/// values bit for bit (NaN for NaN): random values over the exponential's
+/// whole range, its clamps, zeros of both signs, subnormals, infinities
+/// and NaN, at lengths that leave a vector part-filled.
+#[test]
+fn every_set_s_swiglu_and_exponential_sums_give_the_plain_values() {
+    let mut rng = Rng(53);
+    let mut special = vec![
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-40,
+        86.9,
+        -86.9,
+        88.5,
+        -88.5,
+        1000.0,
+        -1000.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    special.extend(rng.values(307, 60.0));
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    for k in kernel_sets() {
+        for len in [0, 1, 15, 16, 17, 40, 320] {
+            let (g, u) = (&special[..len], &rng.values(len, 2.0));
+            let (mut want, mut got) = (g.to_vec(), g.to_vec());
+            swiglu(&mut want, u);
+            (k.swiglu)(&mut got, u);
+            for (i, (&w, &o)) in want.iter().zip(&got).enumerate() {
+                assert!(same(w, o), "{} swiglu({}) at {i}: {o} for {w}", k.name, g[i]);
+            }
+        }
+        for len in [0, 8, 16, 24, 320] {
+            let v = &special[special.len() - len..];
+            for max in [0.0, 30.0, -5.0] {
+                let (want, got) = (exp_lanes(v, max), (k.exp_lanes)(v, max));
+                for (l, (&w, &o)) in want.iter().zip(&got).enumerate() {
+                    assert!(same(w, o), "{} exp_lanes of {len} lane {l}: {o} for {w}", k.name);
+                }
+            }
+        }
+    }
+}

@@ -48,8 +48,8 @@ use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
 };
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK, inverse_scale,
-    q8_1_scales,
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK,
+    inverse_scale, q8_1_scales,
 };
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -608,4 +608,91 @@ fn round_q8_1(v: [__m512; 2], id: __m512, b: &mut BlockQ8_1) -> __m512i {
         unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * h).cast(), _mm512_cvtepi32_epi8(r)) };
     }
     sum
+}
+
+/// [`quant::fast_exp`] in sixteen lanes, operation for operation (no
+/// fused multiply-adds, as the plain code has none), so each lane is the
+/// plain value bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn fast_exp16(x: __m512) -> __m512 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const MAGIC: f32 = 12_582_912.0;
+    let c = _mm512_set1_ps;
+    // `clamp(-87, 88)`, NaN passing through: `max` and `min` return their
+    // second operand when either is NaN.
+    let x = _mm512_min_ps(c(88.0), _mm512_max_ps(c(-87.0), x));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_add_ps(
+        _mm512_mul_ps(x, c(std::f32::consts::LOG2_E)),
+        c(0.5),
+    ));
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(n, c(LN2_HI))),
+        _mm512_mul_ps(n, c(LN2_LO)),
+    );
+    let mut p = c(1.0 / 720.0);
+    for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_add_ps(c(k), _mm512_mul_ps(r, p));
+    }
+    // 2^n through the exponent bits, `integer(n)` as the plain code has it.
+    let n = _mm512_sub_epi32(
+        _mm512_castps_si512(_mm512_add_ps(n, c(MAGIC))),
+        _mm512_set1_epi32(MAGIC.to_bits() as i32),
+    );
+    let scale = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(scale))
+}
+
+/// [`quant::swiglu`] sixteen values at a time (the same values; the rest
+/// of a length that is not a multiple of sixteen through the plain code).
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "a gate value for each up value");
+    let whole = gate.len() / 16 * 16;
+    let (one, sign) = (_mm512_set1_ps(1.0), _mm512_set1_epi32(i32::MIN));
+    for (g, u) in gate[..whole].chunks_exact_mut(16).zip(up.chunks_exact(16)) {
+        // SAFETY: `g` and `u` are sixteen f32 each, `g` writable.
+        unsafe {
+            let (gv, uv) = (_mm512_loadu_ps(g.as_ptr()), _mm512_loadu_ps(u.as_ptr()));
+            let e = fast_exp16(_mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(gv),
+                sign,
+            )));
+            let y = _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), uv);
+            _mm512_storeu_ps(g.as_mut_ptr(), y);
+        }
+    }
+    quant::swiglu(&mut gate[whole..], &up[whole..]);
+}
+
+/// [`quant::exp_lanes`] with the exponentials sixteen at a time: each
+/// vector's two chunks of eight are added to the eight lanes one after
+/// the other, as the plain code adds them, so the sums are the same.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
+    assert!(v.len().is_multiple_of(8), "whole chunks of eight");
+    let m = _mm512_set1_ps(max);
+    let high = |e: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
+    let mut acc = _mm256_setzero_ps();
+    let pairs = v.chunks_exact(16);
+    let rest = pairs.remainder();
+    for c in pairs {
+        // SAFETY: `c` is sixteen f32.
+        let e = fast_exp16(_mm512_sub_ps(unsafe { _mm512_loadu_ps(c.as_ptr()) }, m));
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+        acc = _mm256_add_ps(acc, high(e));
+    }
+    if !rest.is_empty() {
+        // SAFETY: `rest` is eight f32.
+        let x = _mm512_zextps256_ps512(unsafe { _mm256_loadu_ps(rest.as_ptr()) });
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(fast_exp16(_mm512_sub_ps(x, m))));
+    }
+    lanes(acc)
 }
