@@ -1026,3 +1026,21 @@ fn every_set_s_swiglu_and_exponential_sums_give_the_plain_values() {
         }
     }
 }
+
+/// A large buffer starts on a 2 MB boundary (where huge pages can back
+/// it), comes zeroed, keeps what is written, and clones whole; a small one
+/// is an ordinary buffer.
+#[test]
+fn large_buffers_start_on_a_huge_page() {
+    let len = HUGE_PAGES_FROM + 12_345;
+    let mut big = Bytes::zeroed(len);
+    assert_eq!(big.as_bytes().len(), len);
+    assert_eq!(big.as_bytes().as_ptr() as usize % HUGE_PAGE, 0);
+    assert!(big.as_bytes().iter().all(|&b| b == 0));
+    big.as_bytes_mut()[len - 1] = 7;
+    big.as_bytes_mut()[0] = 3;
+    let copy = big.clone();
+    assert_eq!(copy.as_bytes(), big.as_bytes());
+    let small = Bytes::zeroed(1000);
+    assert_eq!(small.as_bytes(), &[0u8; 1000][..]);
+}
