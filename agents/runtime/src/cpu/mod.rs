@@ -346,6 +346,7 @@ impl Acts {
         self.row_bytes
     }
 
+    #[inline]
     fn row<B: Pod>(&self, r: usize) -> &[B] {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
@@ -1072,15 +1073,24 @@ fn tiles_x8<W: Pod, A: Pod>(
         "a split inside a group of rows"
     );
     let (n, rows) = (acts.rows, w.rows);
+    if n == 0 {
+        return;
+    }
+    // The `m` activation rows of the pass from row `t`; the array's unused
+    // slots repeat the last one (only `a[..m]` is passed on). A batch of up
+    // to eight is one pass, looked up once rather than once per tile.
+    let pass = |t: usize| {
+        let m = (n - t).min(8);
+        let a: [&[A]; 8] = std::array::from_fn(|j| acts.row::<A>(t + j.min(m - 1)));
+        (m, a)
+    };
+    let first = pass(0);
     let mut sums = [[0.0f32; 16]; 8];
     let mut tile = lo;
     while tile < hi {
         let tile_end = (tile + TILE_ROWS).min(hi);
         for t in (0..n).step_by(8) {
-            let m = (n - t).min(8);
-            // The `m` rows of this pass; the array's unused slots repeat the
-            // last one (only `a[..m]` is passed on).
-            let a: [&[A]; 8] = std::array::from_fn(|j| acts.row::<A>(t + j.min(m - 1)));
+            let (m, a) = if t == 0 { first } else { pass(t) };
             let mut g = tile;
             while g < tile_end {
                 let width = if g + 16 <= tile_end {
