@@ -613,7 +613,7 @@ pub(super) fn hsum_pairwise(v: __m256) -> f32 {
 /// [`super::quant::quantize_q8_1`] in 256-bit vectors, block for block the
 /// same bytes (see [`super::vnni::quantize_q8_1`], the same steps in
 /// 512-bit vectors): eight blocks at a time, their largest magnitudes and
-/// their sums reduced together ([`reduce8`]), one block to a lane, and
+/// their sums reduced together (`reduce8`), one block to a lane, and
 /// their scales computed in one vector; the blocks left over go through
 /// the plain code.
 ///

@@ -535,6 +535,13 @@ fn softmax_f16(scores: &mut [f32], max: f32) {
     for s in scores.iter_mut() {
         *s = quant::exp_f32(*s - max);
     }
+    let inv = inverse_sum(scores);
+    scale_to_f16(scores, inv);
+}
+
+/// `1 / Σ scores`, the sum in f64 eight lanes at a time, rounded to f32
+/// (the middle of [`softmax_f16`]).
+pub(super) fn inverse_sum(scores: &[f32]) -> f32 {
     let chunks = scores.chunks_exact(8);
     let mut sum: f64 = chunks.remainder().iter().map(|&s| s as f64).sum();
     let mut lanes = [0.0f64; 8];
@@ -544,7 +551,11 @@ fn softmax_f16(scores: &mut [f32], max: f32) {
         }
     }
     sum += lanes.iter().sum::<f64>();
-    let inv = (1.0 / sum) as f32;
+    (1.0 / sum) as f32
+}
+
+/// Each score times `inv`, rounded to f16 (the end of [`softmax_f16`]).
+pub(super) fn scale_to_f16(scores: &mut [f32], inv: f32) {
     let mut rounded = [f16::ZERO; 64];
     for c in scores.chunks_mut(64) {
         for s in c.iter_mut() {

@@ -292,7 +292,7 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// The eight lane sums of `exp(x - max)` ([`fast_exp`]) over `v` in
+/// The eight lane sums of `exp(x - max)` (`fast_exp`) over `v` in
 /// chunks of eight: lane `i` adds values `i`, `i + 8`, ... in order. A row
 /// of logits' log-sum-exp is made of them. In plain Rust; the AVX-512 set
 /// has [`super::vnni::exp_lanes`], which gives the same sums.
@@ -318,37 +318,42 @@ pub fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
 /// outputs.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
-    const LN2_HI: f64 = 0.693_146_705_627_441_4;
-    const LN2_LO: f64 = 4.749_325_039_031_672_6e-7;
-    // 1/k! for k = 11 down to 0.
-    const C: [f64; 12] = [
-        2.505210838544172e-8,
-        2.755731922398589e-7,
-        2.7557319223985893e-6,
-        2.48015873015873e-5,
-        1.984126984126984e-4,
-        1.388888888888889e-3,
-        8.333333333333333e-3,
-        4.1666666666666664e-2,
-        0.16666666666666666,
-        0.5,
-        1.0,
-        1.0,
-    ];
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
     // Below -150 the f32 result is 0; above 89 it is infinite.
     let x = (x as f64).clamp(-150.0, 89.0);
     let n = (x * std::f64::consts::LOG2_E + 0.5).floor();
-    // n has few bits and LN2_HI's low 32 are zero: n * LN2_HI is exact.
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = C[0];
-    for &c in &C[1..] {
+    // n has few bits and EXP_LN2_HI's low 32 are zero: n * EXP_LN2_HI is exact.
+    let r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    let mut p = EXP_TAYLOR[0];
+    for &c in &EXP_TAYLOR[1..] {
         p = p.mul_add(r, c);
     }
     // 2^n through the exponent bits (n + 1.5 * 2^52 has n in its low bits).
-    let n = (n + MAGIC).to_bits() as i64 - MAGIC.to_bits() as i64;
+    let n = (n + EXP_MAGIC).to_bits() as i64 - EXP_MAGIC.to_bits() as i64;
     (p * f64::from_bits(((n + 1023) as u64) << 52)) as f32
 }
+
+/// [`exp_f32`]'s constants (shared with its vector form,
+/// [`super::vnni::softmax_f16`]): `ln 2` in two parts, ...
+pub(crate) const EXP_LN2_HI: f64 = 0.693_146_705_627_441_4;
+pub(crate) const EXP_LN2_LO: f64 = 4.749_325_039_031_672_6e-7;
+/// ... `1/k!` for k = 11 down to 0, ...
+pub(crate) const EXP_TAYLOR: [f64; 12] = [
+    2.505210838544172e-8,
+    2.755731922398589e-7,
+    2.7557319223985893e-6,
+    2.48015873015873e-5,
+    1.984126984126984e-4,
+    1.388888888888889e-3,
+    8.333333333333333e-3,
+    4.1666666666666664e-2,
+    0.16666666666666666,
+    0.5,
+    1.0,
+    1.0,
+];
+/// ... and 1.5 × 2^52, whose sum with an integral value holds it in its
+/// low bits.
+pub(crate) const EXP_MAGIC: f64 = 6_755_399_441_055_744.0;
 
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), out.len() * QK);

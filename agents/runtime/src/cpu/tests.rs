@@ -1044,3 +1044,58 @@ fn large_buffers_start_on_a_huge_page() {
     let small = Bytes::zeroed(1000);
     assert_eq!(small.as_bytes(), &[0u8; 1000][..]);
 }
+
+/// The AVX-512 softmax (exponentials in f64 vectors) gives the shared
+/// code's probabilities bit for bit: random scores, scores far below the
+/// largest (whose exponentials are 0 or subnormal), masked ones (`-inf`),
+/// and lengths that leave a vector part-filled.
+#[test]
+fn the_vector_softmax_gives_the_plain_probabilities() {
+    if Kernels::avx512vnni().is_none() {
+        eprintln!("no AVX-512 VNNI here: the Bochs run covers this test");
+        return;
+    }
+    let mut rng = Rng(61);
+    for len in [0, 1, 7, 8, 9, 16, 33, 300] {
+        let mut scores = rng.values(len, 20.0);
+        for (i, s) in scores.iter_mut().enumerate() {
+            match i % 11 {
+                3 => *s = -1000.0,
+                5 => *s -= 95.0,
+                7 => *s = f32::NEG_INFINITY,
+                _ => {}
+            }
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let (mut want, mut got) = (scores.clone(), scores.clone());
+        softmax_f16(&mut want, max);
+        // SAFETY: the CPU has AVX-512 VNNI (checked above).
+        unsafe { vnni::softmax_f16(&mut got, max) };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "length {len}: {scores:?}");
+    }
+    // The exponentials themselves, before the f16 rounding hides a last
+    // bit: every lane is `exp_f32`'s value, over its whole range and past
+    // both clamps.
+    let mut x: Vec<f32> = (0..200_000).map(|i| -160.0 + i as f32 * 0.00128).collect();
+    x.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, -0.0, 0.0, 1e-30]);
+    x.resize(x.len().next_multiple_of(8), 0.5);
+    for c in x.chunks_exact(8) {
+        // SAFETY: as above; `c` is eight f32.
+        let got = unsafe {
+            let mut out = [0.0f32; 8];
+            std::arch::x86_64::_mm256_storeu_ps(
+                out.as_mut_ptr(),
+                vnni::exp_f32x8(std::arch::x86_64::_mm256_loadu_ps(c.as_ptr())),
+            );
+            out
+        };
+        for (&v, &g) in c.iter().zip(&got) {
+            let w = exp_f32(v);
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "exp({v}): {g} for {w}"
+            );
+        }
+    }
+}

@@ -391,7 +391,7 @@ pub fn attend_3x64(
         }
     }
     for (s, &max) in heads.iter_mut().zip(&max) {
-        super::softmax_f16(s, max);
+        softmax_f16(s, max);
     }
     let mut acc = [[_mm512_setzero_ps(); 4]; G];
     let [s0, s1, s2] = &heads;
@@ -462,7 +462,7 @@ fn lanes8_max(v: __m256) -> f32 {
 /// thousand values a batched step.
 ///
 /// Sixteen blocks go at a time: their largest magnitudes and their sums
-/// are reduced together ([`reduce16!`]), one block to a lane, and their
+/// are reduced together (`reduce16!`), one block to a lane, and their
 /// scales computed in one vector, where a block on its own reduces twice
 /// across a vector and computes its scales lane by lane. The rest (fewer
 /// than sixteen) go one at a time. Maxima and integer sums are exact in
@@ -695,4 +695,57 @@ pub fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
         acc = _mm256_add_ps(acc, _mm512_castps512_ps256(fast_exp16(_mm512_sub_ps(x, m))));
     }
     lanes(acc)
+}
+
+/// The shared `softmax_f16` with the exponentials eight at a time in
+/// 512-bit f64 vectors (`exp_f32x8`); the sum and the f16 rounding are
+/// the shared code's. The same probabilities, bit for bit.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn softmax_f16(scores: &mut [f32], max: f32) {
+    let m = _mm256_set1_ps(max);
+    let mut chunks = scores.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` is eight f32, writable.
+        unsafe {
+            let x = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m);
+            _mm256_storeu_ps(c.as_mut_ptr(), exp_f32x8(x));
+        }
+    }
+    for s in chunks.into_remainder() {
+        *s = quant::exp_f32(*s - max);
+    }
+    let inv = super::inverse_sum(scores);
+    super::scale_to_f16(scores, inv);
+}
+
+/// [`quant::exp_f32`] in eight lanes, operation for operation (in f64, its
+/// fused multiply-adds where it has them, rounded once to f32), so each
+/// lane is the plain value bit for bit.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn exp_f32x8(x: __m256) -> __m256 {
+    let c = _mm512_set1_pd;
+    // `clamp(-150, 89)`, NaN passing through (see `fast_exp16`).
+    let x = _mm512_min_pd(c(89.0), _mm512_max_pd(c(-150.0), _mm512_cvtps_pd(x)));
+    let n = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_add_pd(
+        _mm512_mul_pd(x, c(std::f64::consts::LOG2_E)),
+        c(0.5),
+    ));
+    let r = _mm512_sub_pd(
+        _mm512_sub_pd(x, _mm512_mul_pd(n, c(quant::EXP_LN2_HI))),
+        _mm512_mul_pd(n, c(quant::EXP_LN2_LO)),
+    );
+    let mut p = c(quant::EXP_TAYLOR[0]);
+    for &k in &quant::EXP_TAYLOR[1..] {
+        p = _mm512_fmadd_pd(p, r, c(k));
+    }
+    let n = _mm512_sub_epi64(
+        _mm512_castpd_si512(_mm512_add_pd(n, c(quant::EXP_MAGIC))),
+        _mm512_set1_epi64(quant::EXP_MAGIC.to_bits() as i64),
+    );
+    let scale = _mm512_slli_epi64::<52>(_mm512_add_epi64(n, _mm512_set1_epi64(1023)));
+    _mm512_cvtpd_ps(_mm512_mul_pd(p, _mm512_castsi512_pd(scale)))
 }
