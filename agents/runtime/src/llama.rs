@@ -779,7 +779,7 @@ fn writers<'a>(
 unsafe fn write_row(k: &Kernels, writers: &[Option<ActsWriter<'_>>], r: usize, row: &[f32]) {
     for w in writers.iter().flatten() {
         // SAFETY: by the caller's promise.
-        unsafe { w.write(k, r, 0, row) };
+        unsafe { w.write(k, r, row) };
     }
 }
 

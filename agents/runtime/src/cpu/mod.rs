@@ -352,8 +352,8 @@ impl Acts {
     }
 }
 
-/// Quantizes rows, or runs of whole blocks within rows, into an [`Acts`]
-/// from the threads of a parallel step (see [`Acts::writer`]).
+/// Quantizes rows into an [`Acts`] from the threads of a parallel step
+/// (see [`Acts::writer`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ActsWriter<'a> {
     ty: ActType,
@@ -364,28 +364,14 @@ pub struct ActsWriter<'a> {
 }
 
 impl ActsWriter<'_> {
-    /// Values per block of the format: a run written at once starts on a
-    /// multiple of it.
-    pub fn block_len(&self) -> usize {
-        self.ty.block().0
-    }
-
-    /// Quantizes `xs` as values `at .. at + xs.len()` of row `r`; `at` and
-    /// the length are whole blocks (the length may end at the row's end).
+    /// Quantizes `xs` as row `r`.
     ///
     /// # Safety
-    /// No other thread may write those blocks during the parallel step.
-    pub unsafe fn write(&self, k: &Kernels, r: usize, at: usize, xs: &[f32]) {
-        let (elems, bytes) = self.ty.block();
-        assert!(
-            at.is_multiple_of(elems) && xs.len().is_multiple_of(elems) && at + xs.len() <= self.cols,
-            "values {at}..{} of a row of {} in blocks of {elems}",
-            at + xs.len(),
-            self.cols
-        );
-        let start = r * self.row_bytes + at / elems * bytes;
+    /// No other thread may write row `r` during the parallel step.
+    pub unsafe fn write(&self, k: &Kernels, r: usize, xs: &[f32]) {
+        assert_eq!(xs.len(), self.cols, "a row of {} values", self.cols);
         // SAFETY: bounds checked by `slice`; exclusive by the caller's promise.
-        let out = unsafe { self.data.slice(start, start + xs.len() / elems * bytes) };
+        let out = unsafe { self.data.slice(r * self.row_bytes, (r + 1) * self.row_bytes) };
         quantize_row(k, self.ty, xs, out);
     }
 }
