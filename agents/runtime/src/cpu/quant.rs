@@ -254,9 +254,12 @@ pub(crate) fn round_block(xs: &[f32], id: f32) -> [i32; QK] {
 /// (which keep the loops above from vectorizing): added to 1.5 × 2²³, it
 /// becomes the low bits of the sum's mantissa, exactly.
 pub(crate) fn integer(v: f32) -> i32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+    (v + INTEGER_MAGIC).to_bits() as i32 - INTEGER_MAGIC.to_bits() as i32
 }
+
+/// 1.5 × 2^23: its sum with an integral f32 holds that integer in its low
+/// bits (see [`integer`]).
+pub(crate) const INTEGER_MAGIC: f32 = 12_582_912.0;
 
 /// `exp(x)` to about one unit in the last place: `x = n ln 2 + r` with
 /// `|r| <= ln 2 / 2`, a degree-6 Taylor polynomial for `exp(r)` (error
@@ -267,18 +270,25 @@ pub(crate) fn integer(v: f32) -> i32 {
 /// silu, `x / (1 + exp(88))` is 0 all the same).
 #[inline(always)]
 pub(crate) fn fast_exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let r = (x - n * FAST_EXP_LN2_HI) - n * FAST_EXP_LN2_LO;
+    let mut p = FAST_EXP_TAYLOR[0];
+    for &c in &FAST_EXP_TAYLOR[1..] {
+        p = c + r * p;
+    }
     // 2^n through the exponent bits. `integer` converts with integer steps
     // the compiler keeps in SIMD lanes, where `n as i32` (which must map
     // NaN to 0) goes lane by lane.
     p * f32::from_bits(((integer(n) + 127) as u32) << 23)
 }
+
+/// [`fast_exp`]'s constants (shared with its vector form in
+/// [`super::vnni`]): `ln 2` in two parts, ...
+pub(crate) const FAST_EXP_LN2_HI: f32 = 0.693_145_75;
+pub(crate) const FAST_EXP_LN2_LO: f32 = 1.428_606_8e-6;
+/// ... and `1/k!` for k = 6 down to 0, in Horner's order.
+pub(crate) const FAST_EXP_TAYLOR: [f32; 7] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
 
 /// SwiGLU's gate: `gate = silu(gate) * up`, element by element, in plain
 /// Rust (which the compiler vectorizes); the AVX-512 set has

@@ -616,9 +616,6 @@ fn round_q8_1(v: [__m512; 2], id: __m512, b: &mut BlockQ8_1) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn fast_exp16(x: __m512) -> __m512 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const MAGIC: f32 = 12_582_912.0;
     let c = _mm512_set1_ps;
     // `clamp(-87, 88)`, NaN passing through: `max` and `min` return their
     // second operand when either is NaN.
@@ -628,17 +625,17 @@ fn fast_exp16(x: __m512) -> __m512 {
         c(0.5),
     ));
     let r = _mm512_sub_ps(
-        _mm512_sub_ps(x, _mm512_mul_ps(n, c(LN2_HI))),
-        _mm512_mul_ps(n, c(LN2_LO)),
+        _mm512_sub_ps(x, _mm512_mul_ps(n, c(quant::FAST_EXP_LN2_HI))),
+        _mm512_mul_ps(n, c(quant::FAST_EXP_LN2_LO)),
     );
-    let mut p = c(1.0 / 720.0);
-    for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    let mut p = c(quant::FAST_EXP_TAYLOR[0]);
+    for &k in &quant::FAST_EXP_TAYLOR[1..] {
         p = _mm512_add_ps(c(k), _mm512_mul_ps(r, p));
     }
     // 2^n through the exponent bits, `integer(n)` as the plain code has it.
     let n = _mm512_sub_epi32(
-        _mm512_castps_si512(_mm512_add_ps(n, c(MAGIC))),
-        _mm512_set1_epi32(MAGIC.to_bits() as i32),
+        _mm512_castps_si512(_mm512_add_ps(n, c(quant::INTEGER_MAGIC))),
+        _mm512_set1_epi32(quant::INTEGER_MAGIC.to_bits() as i32),
     );
     let scale = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
     _mm512_mul_ps(p, _mm512_castsi512_ps(scale))
