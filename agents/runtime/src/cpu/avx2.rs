@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK,
-    scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
+    BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
 };
 
 #[inline]
@@ -42,6 +42,30 @@ pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
 pub(super) fn load32(p: &[i8; 32]) -> __m256i {
     // SAFETY: `p` is 32 readable bytes; the load has no alignment need.
     unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+/// A Q5_0 block's 32 values (`q - 16`) as signed bytes, in order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn q5_0_values(x: &BlockQ5_0) -> __m256i {
+    // Byte `k` of the vector gets byte `k / 8` of the fifth bits (a shuffle
+    // stays within its 128-bit half, which holds all four), then keeps
+    // only bit `k % 8`: all ones where value `k`'s fifth bit is set.
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bits = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(x.qh)), spread);
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bits, select), select);
+    // Without the fifth bit, `q - 16` is the nibble with the top four bits
+    // set (as a signed byte); with it, the nibble alone.
+    _mm256_or_si256(
+        nibbles(&x.qs),
+        _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8)),
+    )
 }
 
 /// Sum of unsigned × signed byte products, as eight f32 lanes.
@@ -106,6 +130,31 @@ macro_rules! byte_kernels {
                 acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&x.qs), load32(&y.qs)), acc);
             }
             hsum(acc)
+        }
+
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                acc = _mm256_fmadd_ps(d, mul_sum_i8(q5_0_values(x), load32(&y.qs)), acc);
+            }
+            hsum(acc)
+        }
+
+        /// One Q5_0 weight row against four activation rows.
+        ///
+        /// # Safety
+        #[doc = $safety]
+        #[target_feature(enable = $features)]
+        pub fn dot_q5_0_x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, x) in x.iter().enumerate() {
+                signed_block_x4(&mut acc, q5_0_values(x), x.d.to_f32(), y, i);
+            }
+            std::array::from_fn(|j| hsum(acc[j]))
         }
 
         /// One Q4_1 weight row against four activation rows: each weight
@@ -209,6 +258,110 @@ pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         offsets += y.d * x.dmin.to_f32() * mins as f32;
     }
     hsum(acc) - offsets
+}
+
+/// The Q6_K product, as [`super::quant::dot_q6k`] takes it: per block,
+/// the integer sum of `scale × q × a` with `q` unsigned (0..63), less 32
+/// times the scales by the activations' sums of sixteen, then one scaling.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let mut total = 0.0f32;
+    for (x, y) in x.iter().zip(y) {
+        total += x.d.to_f32() * y.d * (q6k_block(x, &y.qs) - 32 * q6k_offsets(x, y)) as f32;
+    }
+    total
+}
+
+/// One Q6_K weight row against four activation rows: each block's values
+/// are unpacked once for all four.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q6k_x4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut total = [0.0f32; 4];
+    for (i, x) in x.iter().enumerate() {
+        let q = q6k_values(x);
+        let d = x.d.to_f32();
+        for (t, y) in total.iter_mut().zip(y) {
+            let y = &y[i];
+            *t += d * y.d * (q6k_sum(x, &q, &y.qs) - 32 * q6k_offsets(x, y)) as f32;
+        }
+    }
+    total
+}
+
+/// A Q6_K block's values `q` (0..63), 32 to a vector, in order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_values(x: &BlockQ6K) -> [__m256i; 8] {
+    let (low, three) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let mut q = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        // SAFETY: bytes 64h .. 64h + 64 of `ql` and 32h .. 32h + 32 of `qh`
+        // are readable; no alignment needed.
+        let (l0, l1, hi) = unsafe {
+            (
+                _mm256_loadu_si256(x.ql.as_ptr().add(64 * h).cast()),
+                _mm256_loadu_si256(x.ql.as_ptr().add(64 * h + 32).cast()),
+                _mm256_loadu_si256(x.qh.as_ptr().add(32 * h).cast()),
+            )
+        };
+        // Group g's top two bits, moved up to bits 4 and 5 of each byte.
+        let top = |g: i32| {
+            let bits = match g {
+                0 => hi,
+                1 => _mm256_srli_epi16(hi, 2),
+                2 => _mm256_srli_epi16(hi, 4),
+                _ => _mm256_srli_epi16(hi, 6),
+            };
+            _mm256_slli_epi16(_mm256_and_si256(bits, three), 4)
+        };
+        q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, low), top(0));
+        q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low), top(1));
+        q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), top(2));
+        q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low), top(3));
+    }
+    q
+}
+
+/// `Σ scale × q × a` over one Q6_K block (`q` from [`q6k_values`]).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_sum(x: &BlockQ6K, q: &[__m256i; 8], a: &[i8; 256]) -> i32 {
+    let mut sum = _mm256_setzero_si256();
+    for (g, q) in q.iter().enumerate() {
+        let a: &[i8; 32] = a[32 * g..32 * g + 32].try_into().expect("32 values");
+        // Pairs of q × a fit in 16 bits (63 × 128 × 2); each half of the
+        // vector is one sub-block of sixteen, with its own scale.
+        let pairs = _mm256_maddubs_epi16(*q, load32(a));
+        let scales = _mm256_set_m128i(
+            _mm_set1_epi16(x.scales[2 * g + 1] as i16),
+            _mm_set1_epi16(x.scales[2 * g] as i16),
+        );
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, scales));
+    }
+    hsum_i32(sum)
+}
+
+/// [`q6k_sum`] with the block unpacked here.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_block(x: &BlockQ6K, a: &[i8; 256]) -> i32 {
+    q6k_sum(x, &q6k_values(x), a)
+}
+
+/// The sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
 }
 
 /// # Safety

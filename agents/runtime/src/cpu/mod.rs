@@ -3,10 +3,12 @@
 //! kernels chosen for the CPU at run time, and a thread team that splits
 //! each product across cores.
 //!
-//! Supported weight formats run natively: Q4_0, Q4_1, Q8_0 and Q4_K (the
-//! formats of the catalog's models and the usual ones of models users
-//! bring), and F32. Any other GGUF format is expanded to F32 at load
-//! (correct, but larger and slower), and said so in the log.
+//! Supported weight formats run natively: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and
+//! Q6_K (the formats of the catalog's models and those of the usual files
+//! users bring: a Q4_K_M file holds Q4_K and Q6_K matrices, and Q5_0 or
+//! Q8_0 where a row is not a whole number of 256-value blocks), and F32.
+//! Any other GGUF format is expanded to F32 at load (correct, but larger
+//! and slower), and said so in the log.
 
 #[macro_use]
 pub mod avx2;
@@ -24,8 +26,8 @@ use std::sync::OnceLock;
 
 use pool::{Pool, SharedMut, Shares};
 use quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK,
-    QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
+    BlockQ8_1, BlockQ8K, QK, QK_K,
 };
 
 /// Storage format of a weight matrix.
@@ -39,7 +41,9 @@ pub enum WeightType {
     Q8_0,
     /// Q8_0 with eight rows interleaved ([`BlockQ8_0x8`]); made at load.
     Q8_0x8,
+    Q5_0,
     Q4K,
+    Q6K,
     F32,
 }
 
@@ -61,7 +65,9 @@ impl WeightType {
             GgmlDType::Q4_0 => WeightType::Q4_0,
             GgmlDType::Q4_1 => WeightType::Q4_1,
             GgmlDType::Q8_0 => WeightType::Q8_0,
+            GgmlDType::Q5_0 => WeightType::Q5_0,
             GgmlDType::Q4K => WeightType::Q4K,
+            GgmlDType::Q6K => WeightType::Q6K,
             GgmlDType::F32 => WeightType::F32,
             _ => return None,
         })
@@ -76,17 +82,19 @@ impl WeightType {
             WeightType::Q4_1x8 => (QK, size_of::<BlockQ4_1x8>()),
             WeightType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
             WeightType::Q8_0x8 => (QK, size_of::<BlockQ8_0x8>()),
+            WeightType::Q5_0 => (QK, size_of::<BlockQ5_0>()),
             WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
+            WeightType::Q6K => (QK_K, size_of::<BlockQ6K>()),
             WeightType::F32 => (1, 4),
         }
     }
 
     pub fn act(self) -> ActType {
         match self {
-            WeightType::Q4_0 | WeightType::Q8_0 => ActType::Q8_0,
+            WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => ActType::Q8_0,
             WeightType::Q8_0x8 => ActType::Q8_0S,
             WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
-            WeightType::Q4K => ActType::Q8K,
+            WeightType::Q4K | WeightType::Q6K => ActType::Q8K,
             WeightType::F32 => ActType::F32,
         }
     }
@@ -290,7 +298,9 @@ impl QMatrix {
                 }
             }
             WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
+            WeightType::Q5_0 => quant::dequantize_q5_0(self.row(r), out),
             WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
+            WeightType::Q6K => quant::dequantize_q6k(self.row(r), out),
             WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
         }
     }
@@ -395,13 +405,17 @@ pub struct Kernels {
     pub q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub q4_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
     pub q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub q5_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
     pub q4k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
+    pub q6k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,
     pub f32: fn(&[f32], &[f32]) -> f32,
     /// One weight row against four activation rows (the same sums as four
     /// single dot products, with each weight block unpacked once).
     pub q4_0x4: fn(&[BlockQ4_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub q5_0x4: fn(&[BlockQ5_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub q6kx4: fn(&[BlockQ6K], [&[BlockQ8K]; 4]) -> [f32; 4],
     /// Eight interleaved weight rows against one to eight activation rows
     /// (see [`Dot8`]).
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
@@ -561,11 +575,15 @@ impl Kernels {
         q4_0: quant::dot_q4_0,
         q4_1: quant::dot_q4_1,
         q8_0: quant::dot_q8_0,
+        q5_0: quant::dot_q5_0,
         q4k: quant::dot_q4k,
+        q6k: quant::dot_q6k,
         f32: quant::dot_f32,
         q4_0x4: |x, y| y.map(|y| quant::dot_q4_0(x, y)),
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
+        q5_0x4: |x, y| y.map(|y| quant::dot_q5_0(x, y)),
+        q6kx4: |x, y| y.map(|y| quant::dot_q6k(x, y)),
         q4_1x8: portable_q4_1x8,
         q8_0x8: portable_q8_0x8,
         q4_1x16: |x, y, out| two_groups(portable_q4_1x8, x, y, out),
@@ -678,6 +696,12 @@ impl Kernels {
         fn q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             unsafe { vnni::dot_q8_0(x, y) }
         }
+        fn q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { vnni::dot_q5_0(x, y) }
+        }
+        fn q5_0x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { vnni::dot_q5_0_x4(x, y) }
+        }
         fn q4_0x4(x: &[BlockQ4_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
             unsafe { vnni::dot_q4_0_x4(x, y) }
         }
@@ -708,16 +732,19 @@ impl Kernels {
         fn exp_lanes(v: &[f32], max: f32) -> [f32; 8] {
             unsafe { vnni::exp_lanes(v, max) }
         }
-        // Q4_K and F32 have no byte products to speed up, and one head's
-        // attention gains nothing from wider vectors: AVX2's.
+        // Q4_K and Q6_K keep AVX2's (their products go through 16-bit
+        // scales), F32 has no byte products, and one head's attention gains
+        // nothing from wider vectors: AVX2's.
         Some(Kernels {
             name: "avx512vnni",
             q4_0,
             q4_1,
             q8_0,
+            q5_0,
             q4_0x4,
             q4_1x4,
             q8_0x4,
+            q5_0x4,
             q4_1x8,
             q8_0x8,
             q4_1x16,
@@ -758,6 +785,18 @@ impl Kernels {
         fn q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             unsafe { avx2::dot_q4k(x, y) }
         }
+        fn q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            unsafe { avx2::dot_q5_0(x, y) }
+        }
+        fn q5_0x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q5_0_x4(x, y) }
+        }
+        fn q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+            unsafe { avx2::dot_q6k(x, y) }
+        }
+        fn q6kx4(x: &[BlockQ6K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q6k_x4(x, y) }
+        }
         fn f32(x: &[f32], y: &[f32]) -> f32 {
             unsafe { avx2::dot_f32(x, y) }
         }
@@ -790,11 +829,15 @@ impl Kernels {
             q4_0,
             q4_1,
             q8_0,
+            q5_0,
             q4k,
+            q6k,
             f32,
             q4_0x4,
             q4_1x4,
             q8_0x4,
+            q5_0x4,
+            q6kx4,
             q4_1x8,
             q8_0x8,
             q4_1x16,
@@ -1002,7 +1045,9 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q4_1x8 => tiles_x8(w, acts, out, lo, hi, k.q4_1x8, k.q4_1x16),
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
         WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x16),
+        WeightType::Q5_0 => tiles(w, acts, out, lo, hi, k.q5_0, Some(k.q5_0x4)),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
+        WeightType::Q6K => tiles(w, acts, out, lo, hi, k.q6k, Some(k.q6kx4)),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
 }

@@ -81,6 +81,25 @@ pub(super) fn q4_1_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_1>
         .collect()
 }
 
+pub(super) fn q5_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ5_0> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ5_0 {
+                d: rng.f16(0.1),
+                qh: std::array::from_fn(|_| rng.byte()),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ5_0::zeroed(),
+            // Every value at -16, the largest magnitude.
+            Fill::Max => BlockQ5_0 {
+                d: f16::from_f32(4.0),
+                qh: [0; 4],
+                qs: [0; 16],
+            },
+        })
+        .collect()
+}
+
 pub(super) fn q8_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ8_0> {
     (0..n)
         .map(|i| match fill {
@@ -122,7 +141,7 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     }
 }
 
-/// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q8_0, in their one-,
+/// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q5_0, Q8_0, in their one-,
 /// four-, eight- and sixteen-row forms) give exactly `a`'s results on every
 /// sample: the first difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
@@ -147,6 +166,7 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
             acts.iter().map(|(a0, a1, _)| (&a0[..], &a1[..])).unzip();
         let y0s: Vec<&[BlockQ8_0S]> = acts.iter().map(|(_, _, a)| &a[..]).collect();
         let w40 = q4_0_blocks(rng, n, wf);
+        let w50 = q5_0_blocks(rng, n, wf);
         let w41: Vec<_> = (0..8).map(|r| q4_1_blocks(rng, n, fill(r))).collect();
         let w80: Vec<_> = (0..8).map(|r| q8_0_blocks(rng, n, fill(r))).collect();
         let mut same = |x: &[f32], y: &[f32], kernel: &str| {
@@ -171,11 +191,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         same(&[(a.q4_0)(&w40, y0[0])], &[(b.q4_0)(&w40, y0[0])], "q4_0");
         same(&[(a.q4_1)(&w41[0], y1[0])], &[(b.q4_1)(&w41[0], y1[0])], "q4_1");
         same(&[(a.q8_0)(&w80[0], y0[0])], &[(b.q8_0)(&w80[0], y0[0])], "q8_0");
+        same(&[(a.q5_0)(&w50, y0[0])], &[(b.q5_0)(&w50, y0[0])], "q5_0");
         let f0: [&[BlockQ8_0]; 4] = y0[..4].try_into().unwrap();
         let f1: [&[BlockQ8_1]; 4] = y1[..4].try_into().unwrap();
         same(&(a.q4_0x4)(&w40, f0), &(b.q4_0x4)(&w40, f0), "q4_0x4");
         same(&(a.q4_1x4)(&w41[1], f1), &(b.q4_1x4)(&w41[1], f1), "q4_1x4");
         same(&(a.q8_0x4)(&w80[1], f0), &(b.q8_0x4)(&w80[1], f0), "q8_0x4");
+        same(&(a.q5_0x4)(&w50, f0), &(b.q5_0x4)(&w50, f0), "q5_0x4");
         let g41: Vec<_> = (0..n)
             .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[r][i])))
             .collect();

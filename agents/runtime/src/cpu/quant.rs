@@ -192,6 +192,59 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
+/// 5-bit weights: `x = d * (q - 16)`. Value `j`'s low four bits are in
+/// `qs` as in [`BlockQ4_0`], its fifth bit is bit `j` of `qh` (read as a
+/// little-endian u32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+impl BlockQ5_0 {
+    /// Value `j`'s `q - 16` (from -16 to 15).
+    pub fn value(&self, j: usize) -> i32 {
+        let nibble = if j < QK / 2 {
+            self.qs[j] & 0x0F
+        } else {
+            self.qs[j - QK / 2] >> 4
+        };
+        let high = (u32::from_le_bytes(self.qh) >> j) & 1;
+        (nibble as u32 | high << 4) as i32 - 16
+    }
+}
+
+/// 6-bit K-quant: sixteen sub-blocks of 16 values, each with a signed 8-bit
+/// scale: `x = d * scale_s * (q - 32)`.
+///
+/// The block is two halves of 128 values. In half `h`, the 32 values from
+/// `32g` (`g` = 0..4) have their low four bits in bytes `64h + 32(g % 2) ..`
+/// of `ql` (low nibbles for `g` < 2, high nibbles after) and their top two
+/// bits in bytes `32h ..` of `qh` (bits `2g` and `2g + 1`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ6K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: f16,
+}
+
+impl BlockQ6K {
+    /// Value `v`'s `q` (from 0 to 63, before the offset of 32) and the
+    /// scale of its sub-block.
+    pub fn value(&self, v: usize) -> (i32, i32) {
+        let (h, w) = (v / 128, v % 128);
+        let (g, l) = (w / 32, w % 32);
+        let low = self.ql[64 * h + 32 * (g % 2) + l];
+        let low = if g < 2 { low & 0x0F } else { low >> 4 };
+        let high = (self.qh[32 * h + l] >> (2 * g)) & 3;
+        ((low | high << 4) as i32, self.scales[v / 16] as i32)
+    }
+}
+
 /// The 6-bit scale and min of sub-block `j` of a Q4_K block.
 pub fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
@@ -474,6 +527,25 @@ pub fn dequantize_q8_0(b: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+pub fn dequantize_q5_0(b: &[BlockQ5_0], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = d * b.value(j) as f32;
+        }
+    }
+}
+
+pub fn dequantize_q6k(b: &[BlockQ6K], out: &mut [f32]) {
+    for (b, o) in b.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for (v, o) in o.iter_mut().enumerate() {
+            let (q, scale) = b.value(v);
+            *o = d * (scale * (q - 32)) as f32;
+        }
+    }
+}
+
 pub fn dequantize_q4k(b: &[BlockQ4K], out: &mut [f32]) {
     for (b, o) in b.iter().zip(out.chunks_exact_mut(QK_K)) {
         let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
@@ -547,6 +619,43 @@ pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let sum: i32 = x.qs.iter().zip(&y.qs).map(|(&a, &b)| a as i32 * b as i32).sum();
             x.d.to_f32() * y.d.to_f32() * sum as f32
         })
+        .sum()
+}
+
+pub fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let sum: i32 = (0..QK).map(|j| x.value(j) * y.qs[j] as i32).sum();
+            x.d.to_f32() * y.d.to_f32() * sum as f32
+        })
+        .sum()
+}
+
+/// The Q6_K product: each block's integer sum `Σ scale (q - 32) a`, taken as
+/// `Σ scale q a` less `32 Σ scale (sum of a over the sub-block)` (the
+/// activations' sums of sixteen), then scaled once.
+pub fn dot_q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(x, y)| {
+            let mut sum = 0i32;
+            for (v, &a) in y.qs.iter().enumerate() {
+                let (q, scale) = x.value(v);
+                sum += scale * q * a as i32;
+            }
+            x.d.to_f32() * y.d * (sum - 32 * q6k_offsets(x, y)) as f32
+        })
+        .sum()
+}
+
+/// `Σ scale_s × (sum of the activations of sub-block s)` for a Q6_K block:
+/// what the offset of 32 takes off its products, over 32.
+pub(crate) fn q6k_offsets(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
+    x.scales
+        .iter()
+        .zip(&y.bsums)
+        .map(|(&s, &b)| s as i32 * b as i32)
         .sum()
 }
 

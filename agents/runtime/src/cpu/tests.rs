@@ -68,10 +68,12 @@ fn check_against_reference(
 
 /// The four-row kernels give exactly what the same set's single kernel
 /// gives (same sums in the same order), on `a` and three rows of other fills.
+#[allow(clippy::too_many_arguments)]
 fn check_x4<W, A: Pod + Zeroable>(
     rng: &mut Rng,
     w: &[W],
     a: &[A],
+    block: usize,
     single: fn(&Kernels) -> Dot<W, A>,
     four: fn(&Kernels) -> Dot4<W, A>,
     quantize: fn(&[f32], &mut [A]),
@@ -82,7 +84,7 @@ fn check_x4<W, A: Pod + Zeroable>(
         .iter()
         .map(|&f| {
             let mut b = vec![A::zeroed(); n];
-            quantize(&activations(rng, n * QK, f), &mut b);
+            quantize(&activations(rng, n * block, f), &mut b);
             b
         })
         .collect();
@@ -113,7 +115,7 @@ fn q4_0_kernels_match_the_reference() {
         let mag = abs_dot(&wx, &ax);
         let what = format!("q4_0 {wf:?}/{af:?}/{n}");
         check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q4_0)(&w, &a));
-        check_x4(rng, &w, &a, |k| k.q4_0, |k| k.q4_0x4, quantize_q8_0, "q4_0");
+        check_x4(rng, &w, &a, QK, |k| k.q4_0, |k| k.q4_0x4, quantize_q8_0, "q4_0");
     });
 }
 
@@ -138,7 +140,7 @@ fn q4_1_kernels_match_the_reference() {
         let mag = abs_dot(&wx, &ax) * 1.01;
         let what = format!("q4_1 {wf:?}/{af:?}/{n}");
         check_against_reference(want, dot_f32(&wx, &ax), mag, 1e2, &what, |k| (k.q4_1)(&w, &a));
-        check_x4(rng, &w, &a, |k| k.q4_1, |k| k.q4_1x4, quantize_q8_1, "q4_1");
+        check_x4(rng, &w, &a, QK, |k| k.q4_1, |k| k.q4_1x4, quantize_q8_1, "q4_1");
     });
 }
 
@@ -419,8 +421,131 @@ fn q8_0_kernels_match_the_reference() {
         let mag = abs_dot(&wx, &ax);
         let what = format!("q8_0 {wf:?}/{af:?}/{n}");
         check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q8_0)(&w, &a));
-        check_x4(rng, &w, &a, |k| k.q8_0, |k| k.q8_0x4, quantize_q8_0, "q8_0");
+        check_x4(rng, &w, &a, QK, |k| k.q8_0, |k| k.q8_0x4, quantize_q8_0, "q8_0");
     });
+}
+
+#[test]
+fn q5_0_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let w = q5_0_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8_0::zeroed(); n];
+        quantize_q8_0(&activations(rng, n * QK, af), &mut a);
+        let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
+        dequantize_q5_0(&w, &mut wx);
+        dequantize_q8_0(&a, &mut ax);
+        let want = dot_q5_0(&w, &a);
+        let mag = abs_dot(&wx, &ax);
+        let what = format!("q5_0 {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q5_0)(&w, &a));
+        check_x4(rng, &w, &a, QK, |k| k.q5_0, |k| k.q5_0x4, quantize_q8_0, "q5_0");
+    });
+}
+
+fn q6k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ6K> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ6K {
+                ql: std::array::from_fn(|_| rng.byte()),
+                qh: std::array::from_fn(|_| rng.byte()),
+                scales: std::array::from_fn(|_| rng.byte() as i8),
+                d: rng.f16(0.01),
+            },
+            Fill::Zeros => BlockQ6K::zeroed(),
+            // Every value at -32 (q = 0), the scales at both extremes.
+            Fill::Max => BlockQ6K {
+                ql: [0; 128],
+                qh: [0; 64],
+                scales: std::array::from_fn(|s| if s % 2 == 0 { i8::MIN } else { i8::MAX }),
+                d: f16::from_f32(0.5),
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn q6k_kernels_match_the_reference() {
+    cases(|rng, wf, af, n| {
+        let n = n.div_ceil(4); // super-blocks of 256: 1, 1, 1, 2, 5, 12
+        let w = q6k_blocks(rng, n, wf);
+        let mut a = vec![BlockQ8K::zeroed(); n];
+        quantize_q8k(&activations(rng, n * QK_K, af), &mut a);
+        let mut wx = vec![0.0; n * QK_K];
+        dequantize_q6k(&w, &mut wx);
+        let ax: Vec<f32> = a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect();
+        let want = dot_q6k(&w, &a);
+        let mag = abs_dot(&wx, &ax);
+        let what = format!("q6k {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| (k.q6k)(&w, &a));
+        check_x4(rng, &w, &a, QK_K, |k| k.q6k, |k| k.q6kx4, quantize_q8k, "q6k");
+    });
+}
+
+/// The block layouts read as ggml lays them out: every format's values
+/// as candle (a separate implementation of ggml's formats) expands the
+/// same bytes.
+#[test]
+fn blocks_expand_as_candle_expands_them() {
+    use candle_core::Device;
+    use candle_core::quantized::ggml_file::qtensor_from_ggml;
+    fn check<B: Pod>(ty: GgmlDType, blocks: &[B], ours: fn(&[B], &mut [f32]), values: usize) {
+        let theirs = qtensor_from_ggml(
+            ty,
+            bytemuck::cast_slice(blocks),
+            vec![blocks.len() * values],
+            &Device::Cpu,
+        )
+        .and_then(|t| t.dequantize(&Device::Cpu))
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("candle expands the blocks");
+        let mut mine = vec![0.0; blocks.len() * values];
+        ours(blocks, &mut mine);
+        for (i, (a, b)) in mine.iter().zip(&theirs).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs(),
+                "{ty:?} value {i}: {a} against candle's {b}"
+            );
+        }
+    }
+    let mut rng = Rng(5);
+    for fill in FILLS {
+        check(
+            GgmlDType::Q4_0,
+            &q4_0_blocks(&mut rng, 3, fill),
+            dequantize_q4_0,
+            QK,
+        );
+        check(
+            GgmlDType::Q4_1,
+            &q4_1_blocks(&mut rng, 3, fill),
+            dequantize_q4_1,
+            QK,
+        );
+        check(
+            GgmlDType::Q5_0,
+            &q5_0_blocks(&mut rng, 3, fill),
+            dequantize_q5_0,
+            QK,
+        );
+        check(
+            GgmlDType::Q8_0,
+            &q8_0_blocks(&mut rng, 3, fill),
+            dequantize_q8_0,
+            QK,
+        );
+        check(
+            GgmlDType::Q4K,
+            &q4k_blocks(&mut rng, 2, fill),
+            dequantize_q4k,
+            QK_K,
+        );
+        check(
+            GgmlDType::Q6K,
+            &q6k_blocks(&mut rng, 2, fill),
+            dequantize_q6k,
+            QK_K,
+        );
+    }
 }
 
 #[test]

@@ -46,9 +46,10 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
+    q5_0_values,
 };
 use super::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK,
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ5_0, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK,
     inverse_scale, q8_1_scales,
 };
 
