@@ -232,32 +232,71 @@ byte_kernels!("avx2,fma", "The CPU must have AVX2 and FMA.");
 pub fn dot_q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut offsets = 0.0f32;
-    let low = _mm256_set1_epi8(0x0F);
     for (x, y) in x.iter().zip(y) {
-        let mut mins = 0i32;
-        let mut sumi = _mm256_setzero_si256();
-        for i in 0..4 {
-            let (s1, m1) = scale_min_k4(2 * i, &x.scales);
-            let (s2, m2) = scale_min_k4(2 * i + 1, &x.scales);
-            let b = &y.bsums[4 * i..4 * i + 4];
-            mins += m1 as i32 * (b[0] as i32 + b[1] as i32) + m2 as i32 * (b[2] as i32 + b[3] as i32);
-            // SAFETY: bytes 32i..32i+32 lie inside the 128-byte `qs`.
-            let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * i).cast()) };
-            let lo = _mm256_and_si256(q4, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
-            let a: &[i8; 64] = y.qs[64 * i..64 * i + 64].try_into().expect("64 values");
-            let (a_lo, a_hi) = a.split_at(32);
-            let p_lo = _mm256_maddubs_epi16(lo, load32(a_lo.try_into().expect("32")));
-            let p_hi = _mm256_maddubs_epi16(hi, load32(a_hi.try_into().expect("32")));
-            let p_lo = _mm256_madd_epi16(p_lo, _mm256_set1_epi16(s1 as i16));
-            let p_hi = _mm256_madd_epi16(p_hi, _mm256_set1_epi16(s2 as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
-        }
-        let d = _mm256_set1_ps(y.d * x.d.to_f32());
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        let (sums, mins) = q4k_block(&q4k_values(x), y);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y.d * x.d.to_f32()), _mm256_cvtepi32_ps(sums), acc);
         offsets += y.d * x.dmin.to_f32() * mins as f32;
     }
     hsum(acc) - offsets
+}
+
+/// One Q4_K weight row against four activation rows: each block's values
+/// and scales are unpacked once for all four.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub fn dot_q4k_x4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for (i, x) in x.iter().enumerate() {
+        let values = q4k_values(x);
+        for j in 0..4 {
+            let y = &y[j][i];
+            let (sums, mins) = q4k_block(&values, y);
+            acc[j] = _mm256_fmadd_ps(
+                _mm256_set1_ps(y.d * x.d.to_f32()),
+                _mm256_cvtepi32_ps(sums),
+                acc[j],
+            );
+            offsets[j] += y.d * x.dmin.to_f32() * mins as f32;
+        }
+    }
+    std::array::from_fn(|j| hsum(acc[j]) - offsets[j])
+}
+
+/// A Q4_K block's values, sub-block `j` (32 values) in vector `j`, and
+/// each sub-block's scale and min.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q4k_values(x: &BlockQ4K) -> ([__m256i; 8], [(u8, u8); 8]) {
+    let low = _mm256_set1_epi8(0x0F);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for i in 0..4 {
+        // SAFETY: bytes 32i..32i+32 lie inside the 128-byte `qs`.
+        let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * i).cast()) };
+        q[2 * i] = _mm256_and_si256(q4, low);
+        q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low);
+    }
+    (q, std::array::from_fn(|j| scale_min_k4(j, &x.scales)))
+}
+
+/// One Q4_K block (unpacked by [`q4k_values`]) against one activation
+/// block: the scaled integer sums in eight lanes, and the integer sum of
+/// the mins by the activations' sums.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q4k_block(values: &([__m256i; 8], [(u8, u8); 8]), y: &BlockQ8K) -> (__m256i, i32) {
+    let (q, scales) = values;
+    let mut mins = 0i32;
+    let mut sums = _mm256_setzero_si256();
+    for (j, (q, &(scale, min))) in q.iter().zip(scales).enumerate() {
+        mins += min as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+        let a: &[i8; 32] = y.qs[32 * j..32 * j + 32].try_into().expect("32 values");
+        let pairs = _mm256_maddubs_epi16(*q, load32(a));
+        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, _mm256_set1_epi16(scale as i16)));
+    }
+    (sums, mins)
 }
 
 /// The Q6_K product, as [`super::quant::dot_q6k`] takes it: per block,

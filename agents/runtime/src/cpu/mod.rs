@@ -415,6 +415,7 @@ pub struct Kernels {
     pub q4_1x4: fn(&[BlockQ4_1], [&[BlockQ8_1]; 4]) -> [f32; 4],
     pub q8_0x4: fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
     pub q5_0x4: fn(&[BlockQ5_0], [&[BlockQ8_0]; 4]) -> [f32; 4],
+    pub q4kx4: fn(&[BlockQ4K], [&[BlockQ8K]; 4]) -> [f32; 4],
     pub q6kx4: fn(&[BlockQ6K], [&[BlockQ8K]; 4]) -> [f32; 4],
     /// Eight interleaved weight rows against one to eight activation rows
     /// (see [`Dot8`]).
@@ -583,6 +584,7 @@ impl Kernels {
         q4_1x4: |x, y| y.map(|y| quant::dot_q4_1(x, y)),
         q8_0x4: |x, y| y.map(|y| quant::dot_q8_0(x, y)),
         q5_0x4: |x, y| y.map(|y| quant::dot_q5_0(x, y)),
+        q4kx4: |x, y| y.map(|y| quant::dot_q4k(x, y)),
         q6kx4: |x, y| y.map(|y| quant::dot_q6k(x, y)),
         q4_1x8: portable_q4_1x8,
         q8_0x8: portable_q8_0x8,
@@ -791,6 +793,9 @@ impl Kernels {
         fn q5_0x4(x: &[BlockQ5_0], y: [&[BlockQ8_0]; 4]) -> [f32; 4] {
             unsafe { avx2::dot_q5_0_x4(x, y) }
         }
+        fn q4kx4(x: &[BlockQ4K], y: [&[BlockQ8K]; 4]) -> [f32; 4] {
+            unsafe { avx2::dot_q4k_x4(x, y) }
+        }
         fn q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
             unsafe { avx2::dot_q6k(x, y) }
         }
@@ -837,6 +842,7 @@ impl Kernels {
             q4_1x4,
             q8_0x4,
             q5_0x4,
+            q4kx4,
             q6kx4,
             q4_1x8,
             q8_0x8,
@@ -1046,7 +1052,7 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
         WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x16),
         WeightType::Q5_0 => tiles(w, acts, out, lo, hi, k.q5_0, Some(k.q5_0x4)),
-        WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, None),
+        WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, Some(k.q4kx4)),
         WeightType::Q6K => tiles(w, acts, out, lo, hi, k.q6k, Some(k.q6kx4)),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }

@@ -570,6 +570,7 @@ fn q4k_kernels_match_the_reference() {
         let mag = abs_dot(&wx, &ax);
         let what = format!("q4k {wf:?}/{af:?}/{n}");
         check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| (k.q4k)(&w, &a));
+        check_x4(rng, &w, &a, QK_K, |k| k.q4k, |k| k.q4kx4, quantize_q8k, "q4k");
     });
 }
 
