@@ -38,7 +38,8 @@ Usage: $0 [options]
 Compares triage's runtime with llama.cpp's llama-bench on the same model.
 
 Options:
-  --model PATH         GGUF to give llama-bench (default: triage's $MODEL_NAME)
+  --model PATH         GGUF to run in both (default: triage's $MODEL_NAME);
+                       triage gets it with \`bench runtime --gguf PATH\`
   --threads N          compute threads for both (default: 2, at most $cores)
   --rounds R           measurement rounds; medians are reported (default: 5)
   --prompt-tokens P    prompt length, and the depth of the second generation
@@ -171,15 +172,14 @@ except Exception:
   echo "$found"
 }
 
-default_model=$(triage_model)
+# A model given with --model reaches triage too (`bench runtime --gguf`).
+gguf_arg=()
 if [[ -z $model ]]; then
-  [[ -n $default_model ]] ||
+  model=$(triage_model)
+  [[ -n $model ]] ||
     die "cannot find the $MODEL_NAME GGUF; fetch it with: target/release/triage models pull $MODEL_NAME"
-  model=$default_model
-elif [[ $(realpath "$model") != $(realpath "${default_model:-/nonexistent}" 2>/dev/null || true) ]]; then
-  # triage's bench always runs its catalog model; --model only reaches llama-bench.
-  say "warning: triage benchmarks its own $MODEL_NAME (${default_model:-not found}), not $model;"
-  say "         the comparison is only fair on the same file"
+else
+  gguf_arg=(--gguf "$model")
 fi
 
 # --- llama-bench ----------------------------------------------------------------
@@ -310,7 +310,7 @@ run_triage() {
   local r=$1 log=$work/triage.log
   say "round $r/$rounds: triage"
   "${triage_cmd[@]}" bench runtime --threads "$threads" --prompt-tokens "$prompt_tokens" \
-    --gen-tokens "$gen_tokens" --rounds 1 --no-baseline --json \
+    --gen-tokens "$gen_tokens" --rounds 1 --no-baseline --json "${gguf_arg[@]}" \
     >"$work/triage-$r.json" 2>>"$log" || failed "triage bench runtime" "$log"
 }
 

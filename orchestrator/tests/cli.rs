@@ -350,6 +350,56 @@ fn bench_runtime_prints_json_for_scripts() {
     );
 }
 
+/// `--gguf` measures a file the user brings (here the catalog's own file,
+/// given by path); a path that is not there, or not a GGUF, is named.
+#[test]
+fn bench_runtime_measures_a_gguf_file_given_by_path() {
+    let o = triage(&["bench", "runtime", "--gguf", "/nonexistent/model.gguf"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no such GGUF file: /nonexistent/model.gguf"),
+        "{}",
+        stderr(&o)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "not a model").unwrap();
+    let o = triage(&["bench", "runtime", "--gguf", text.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a readable GGUF file"), "{}", stderr(&o));
+
+    let pulled = triage(&["models", "pull", "smollm2-135m-instruct"]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let listed = triage(&["models", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&listed).trim()).unwrap();
+    let model_dir = Path::new(v["models"][0]["path"].as_str().unwrap()).to_path_buf();
+    let file = std::fs::read_dir(&model_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .expect("the catalog's GGUF");
+    let file = file.to_str().unwrap();
+    let o = triage(&[
+        "bench",
+        "runtime",
+        "--gguf",
+        file,
+        "--rounds",
+        "1",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "4",
+        "--no-baseline",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["model"], file, "{v}");
+    assert!(v["prompt_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["batched"]["ratio"].as_f64().unwrap() > 0.0, "{v}");
+}
+
 #[test]
 fn eval_agents_measures_language_detection_on_a_labelled_file() {
     let dir = tempfile::tempdir().unwrap();

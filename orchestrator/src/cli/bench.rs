@@ -70,6 +70,10 @@ pub struct RuntimeArgs {
     /// Skip candle's stock quantized llama (no ratios).
     #[arg(long)]
     no_baseline: bool,
+    /// Measure this GGUF file instead of the catalog's SmolLM2 (a model you
+    /// bring; the MiniLM figures are the same either way).
+    #[arg(long, value_name = "FILE")]
+    gguf: Option<std::path::PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -185,12 +189,21 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     }
     // `--threads` (global) reaches the runtime through TRIAGE_THREADS.
     let threads = triage_runtime::default_threads();
-    let llm_files = ctx.model_files(triage_models::SMOLLM2)?;
-    let gguf = llm_files.main_file();
+    let (gguf, model_name) = match &args.gguf {
+        Some(path) if path.is_file() => (path.clone(), path.display().to_string()),
+        Some(path) => anyhow::bail!(
+            "no such GGUF file: {} (--gguf takes the path of a model file)",
+            path.display()
+        ),
+        None => {
+            let files = ctx.model_files(triage_models::SMOLLM2)?;
+            (files.main_file(), files.spec.name.clone())
+        }
+    };
     let mini_files = ctx.model_files(triage_models::MINILM)?;
     eprintln!(
-        "benchmarking {} with {threads} threads, {} rounds...",
-        llm_files.spec.name, args.rounds
+        "benchmarking {model_name} with {threads} threads, {} rounds...",
+        args.rounds
     );
 
     // Ours: the runtime's real generation path.
@@ -284,7 +297,7 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
             })
         });
         let value = json!({
-            "model": llm_files.spec.name,
+            "model": model_name,
             "threads": threads,
             "kernels": kernels,
             "rounds": args.rounds,
@@ -400,7 +413,7 @@ async fn runtime(ctx: &triage::Context, args: RuntimeArgs) -> anyhow::Result<Exi
     writeln!(
         out,
         "{} on {threads} threads, {} kernels, median of {} rounds",
-        llm_files.spec.name, kernels, args.rounds
+        model_name, kernels, args.rounds
     )?;
     super::print_table(&mut out, &header, &rows)?;
     writeln!(
