@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
-    BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0, BlockQ8_0S,
+    BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
 };
 
 #[inline]
@@ -597,6 +597,95 @@ fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32;
         }
     }
     acc.map(|a| lanes(a))
+}
+
+/// Eight interleaved Q5_0 weight rows against one to eight activation
+/// rows, as [`dot_q4_1x8`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
+    by_rows!(q5_0x8_n, x, y, out);
+}
+
+/// [`dot_q5_0x8`] for `N` activation rows. The weights come out of
+/// [`q5_0_run`] unsigned (`q + 16`), so each block's sums are `16 Σy` too
+/// large, which the activations' block sums take back off. A run's two
+/// pairs of products fit in 16 bits (2 × 2 × 31 × 127), four runs would
+/// not: each run widens to 32 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0x8_n<const N: usize>(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x.len()]);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            let (lo, hi) = q5_0_run(x, c);
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                let pairs = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, broadcast4(q, 4 * c)),
+                    _mm256_maddubs_epi16(hi, broadcast4(q, 16 + 4 * c)),
+                );
+                s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        // SAFETY: `d` is 16 readable bytes.
+        let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+        for j in 0..N {
+            let b = &y[j][i];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
+            let sums = _mm256_sub_epi32(s[j], _mm256_set1_epi32(16 * b.sum as i32));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Run `c` of an interleaved Q5_0 block as two vectors of `q + 16` (0..31),
+/// one row per 32-bit lane: values `4c .. 4c + 4` of each row, then values
+/// `16 + 4c .. 20 + 4c`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_0_run(x: &BlockQ5_0x8, c: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0F);
+    // SAFETY: run `c` is 32 readable bytes; no alignment needed.
+    let v = unsafe { _mm256_loadu_si256(x.qs[32 * c..].as_ptr().cast()) };
+    let bits = u64::from_le_bytes(x.qh[8 * c..8 * c + 8].try_into().expect("eight bytes"));
+    let (lo_bits, hi_bits) = fifth_bits(_mm256_set1_epi64x(bits as i64));
+    (
+        _mm256_or_si256(_mm256_and_si256(v, low), lo_bits),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), hi_bits),
+    )
+}
+
+/// From a bit run (eight bytes, one per row, in each 64-bit lane), 16 in
+/// byte `4r + k` of each 128-bit half where row `r`'s fifth bit of value
+/// `k` is set: for the low nibbles' values (bits 0 to 3), then the high
+/// nibbles' (bits 4 to 7). A 128-bit half covers four rows: the first
+/// half rows 0 to 3, the second rows 4 to 7.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bits(run: __m256i) -> (__m256i, __m256i) {
+    let spread = _mm256_set_epi64x(
+        0x0707_0707_0606_0606,
+        0x0505_0505_0404_0404,
+        0x0303_0303_0202_0202,
+        0x0101_0101_0000_0000,
+    );
+    let bits = _mm256_shuffle_epi8(run, spread);
+    let sixteen = _mm256_set1_epi8(16);
+    let set = |select: __m256i| {
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bits, select), select), sixteen)
+    };
+    (
+        set(_mm256_set1_epi32(0x0804_0201)),
+        set(_mm256_set1_epi32(0x8040_2010u32 as i32)),
+    )
 }
 
 /// One query head's attention over `n` cached positions, with llama.cpp's

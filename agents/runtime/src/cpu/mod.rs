@@ -26,8 +26,8 @@ use std::sync::OnceLock;
 
 use pool::{Pool, SharedMut, Shares};
 use quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
-    BlockQ8_1, BlockQ8K, QK, QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0, BlockQ8_0S,
+    BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
 };
 
 /// Storage format of a weight matrix.
@@ -42,6 +42,8 @@ pub enum WeightType {
     /// Q8_0 with eight rows interleaved ([`BlockQ8_0x8`]); made at load.
     Q8_0x8,
     Q5_0,
+    /// Q5_0 with eight rows interleaved ([`BlockQ5_0x8`]); made at load.
+    Q5_0x8,
     Q4K,
     Q6K,
     F32,
@@ -83,6 +85,7 @@ impl WeightType {
             WeightType::Q8_0 => (QK, size_of::<BlockQ8_0>()),
             WeightType::Q8_0x8 => (QK, size_of::<BlockQ8_0x8>()),
             WeightType::Q5_0 => (QK, size_of::<BlockQ5_0>()),
+            WeightType::Q5_0x8 => (QK, size_of::<BlockQ5_0x8>()),
             WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
             WeightType::Q6K => (QK_K, size_of::<BlockQ6K>()),
             WeightType::F32 => (1, 4),
@@ -92,7 +95,7 @@ impl WeightType {
     pub fn act(self) -> ActType {
         match self {
             WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => ActType::Q8_0,
-            WeightType::Q8_0x8 => ActType::Q8_0S,
+            WeightType::Q8_0x8 | WeightType::Q5_0x8 => ActType::Q8_0S,
             WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
             WeightType::Q4K | WeightType::Q6K => ActType::Q8K,
             WeightType::F32 => ActType::F32,
@@ -102,7 +105,7 @@ impl WeightType {
     /// Rows stored together (interleaved), 1 for the plain formats.
     pub fn interleave(self) -> usize {
         match self {
-            WeightType::Q4_1x8 | WeightType::Q8_0x8 => 8,
+            WeightType::Q4_1x8 | WeightType::Q8_0x8 | WeightType::Q5_0x8 => 8,
             _ => 1,
         }
     }
@@ -250,7 +253,7 @@ impl QMatrix {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
 
-    /// The same matrix with its rows interleaved by eight (Q4_1 and Q8_0),
+    /// The same matrix with its rows interleaved by eight (Q4_1, Q5_0 and Q8_0),
     /// for the kernels that read eight rows at once; unchanged when the
     /// format or the row count does not allow it. Each group of eight
     /// rows is rearranged where it lies (no second copy of the matrix).
@@ -261,6 +264,7 @@ impl QMatrix {
         match self.ty {
             WeightType::Q4_1 => self.interleave(WeightType::Q4_1x8, BlockQ4_1x8::interleave),
             WeightType::Q8_0 => self.interleave(WeightType::Q8_0x8, BlockQ8_0x8::interleave),
+            WeightType::Q5_0 => self.interleave(WeightType::Q5_0x8, BlockQ5_0x8::interleave),
             _ => self,
         }
     }
@@ -299,6 +303,11 @@ impl QMatrix {
             }
             WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
             WeightType::Q5_0 => quant::dequantize_q5_0(self.row(r), out),
+            WeightType::Q5_0x8 => {
+                let group: &[BlockQ5_0x8] = self.row(r / 8);
+                let blocks: Vec<BlockQ5_0> = group.iter().map(|b| b.row(r % 8)).collect();
+                quant::dequantize_q5_0(&blocks, out)
+            }
             WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
             WeightType::Q6K => quant::dequantize_q6k(self.row(r), out),
             WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
@@ -421,12 +430,14 @@ pub struct Kernels {
     /// (see [`Dot8`]).
     pub q4_1x8: Dot8<BlockQ4_1x8, BlockQ8_1>,
     pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0S>,
+    pub q5_0x8: Dot8<BlockQ5_0x8, BlockQ8_0S>,
     /// Two neighbouring interleaved groups (sixteen weight rows) against
     /// one to eight activation rows, each group's sums exactly the
     /// eight-row kernel's (see [`Dot16`]). One pass in 512-bit vectors with
     /// AVX-512; two eight-row passes elsewhere.
     pub q4_1x16: Dot16<BlockQ4_1x8, BlockQ8_1>,
     pub q8_0x16: Dot16<BlockQ8_0x8, BlockQ8_0S>,
+    pub q5_0x16: Dot16<BlockQ5_0x8, BlockQ8_0S>,
     /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
     /// kernels (where their eight-row kernels are the faster ones).
     pub interleave: bool,
@@ -588,8 +599,10 @@ impl Kernels {
         q6kx4: |x, y| y.map(|y| quant::dot_q6k(x, y)),
         q4_1x8: portable_q4_1x8,
         q8_0x8: portable_q8_0x8,
+        q5_0x8: portable_q5_0x8,
         q4_1x16: |x, y, out| two_groups(portable_q4_1x8, x, y, out),
         q8_0x16: |x, y, out| two_groups(portable_q8_0x8, x, y, out),
+        q5_0x16: |x, y, out| two_groups(portable_q5_0x8, x, y, out),
         interleave: false,
         attend,
         attend_shared,
@@ -725,6 +738,12 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q8_0x16(x, y, out) }
         }
+        fn q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
+            unsafe { vnni::dot_q5_0x8(x, y, out) }
+        }
+        fn q5_0x16(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
+            unsafe { vnni::dot_q5_0x16(x, y, out) }
+        }
         fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             unsafe { vnni::quantize_q8_1(x, out) }
         }
@@ -751,6 +770,8 @@ impl Kernels {
             q8_0x8,
             q4_1x16,
             q8_0x16,
+            q5_0x8,
+            q5_0x16,
             attend_shared: attend_shared_vnni,
             quantize_q8_1,
             swiglu,
@@ -826,6 +847,12 @@ impl Kernels {
         fn q8_0x16(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
             two_groups(q8_0x8, x, y, out)
         }
+        fn q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
+            unsafe { avx2::dot_q5_0x8(x, y, out) }
+        }
+        fn q5_0x16(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
+            two_groups(q5_0x8, x, y, out)
+        }
         fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             unsafe { avx2::quantize_q8_1(x, out) }
         }
@@ -848,6 +875,8 @@ impl Kernels {
             q8_0x8,
             q4_1x16,
             q8_0x16,
+            q5_0x8,
+            q5_0x16,
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
@@ -1052,6 +1081,7 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q8_0 => tiles(w, acts, out, lo, hi, k.q8_0, Some(k.q8_0x4)),
         WeightType::Q8_0x8 => tiles_x8(w, acts, out, lo, hi, k.q8_0x8, k.q8_0x16),
         WeightType::Q5_0 => tiles(w, acts, out, lo, hi, k.q5_0, Some(k.q5_0x4)),
+        WeightType::Q5_0x8 => tiles_x8(w, acts, out, lo, hi, k.q5_0x8, k.q5_0x16),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, Some(k.q4kx4)),
         WeightType::Q6K => tiles(w, acts, out, lo, hi, k.q6k, Some(k.q6kx4)),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
@@ -1202,6 +1232,12 @@ fn two_groups<W, A>(dot: Dot8<W, A>, w: [&[W]; 2], acts: &[&[A]], out: &mut [[f3
 fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
     for (o, y) in out.iter_mut().zip(y) {
         *o = quant::dot_q4_1x8(x, y);
+    }
+}
+
+fn portable_q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
+    for (o, y) in out.iter_mut().zip(y) {
+        *o = quant::dot_q5_0x8(x, y);
     }
 }
 

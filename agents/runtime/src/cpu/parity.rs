@@ -208,6 +208,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         let h41: Vec<_> = (0..n)
             .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[7 - r][i])))
             .collect();
+        let w50s: Vec<_> = (0..8).map(|r| q5_0_blocks(rng, n, fill(r))).collect();
+        let g50: Vec<_> = (0..n)
+            .map(|i| BlockQ5_0x8::interleave(std::array::from_fn(|r| &w50s[r][i])))
+            .collect();
+        let h50: Vec<_> = (0..n)
+            .map(|i| BlockQ5_0x8::interleave(std::array::from_fn(|r| &w50s[7 - r][i])))
+            .collect();
         let h80: Vec<_> = (0..n)
             .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[7 - r][i])))
             .collect();
@@ -227,6 +234,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 y.as_flattened(),
                 &format!("q8_0x16 with {m} rows"),
             );
+            (a.q5_0x16)([&g50, &h50], &y0s[..m], &mut x);
+            (b.q5_0x16)([&g50, &h50], &y0s[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q5_0x16 with {m} rows"),
+            );
         }
         for m in 1..=8 {
             let (mut x, mut y) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
@@ -243,6 +257,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 x.as_flattened(),
                 y.as_flattened(),
                 &format!("q8_0x8 with {m} rows"),
+            );
+            (a.q5_0x8)(&g50, &y0s[..m], &mut x);
+            (b.q5_0x8)(&g50, &y0s[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q5_0x8 with {m} rows"),
             );
         }
     });

@@ -216,6 +216,60 @@ impl BlockQ5_0 {
     }
 }
 
+/// Block `b` of eight Q5_0 rows, interleaved like [`BlockQ4_1x8`] (made at
+/// load for the SIMD kernels): the eight scales, the fifth bits in four
+/// runs of eight bytes, then the nibbles in four runs of 32 bytes.
+/// Nibble run `c` holds each row's bytes `4c .. 4c + 4` in turn: low
+/// nibbles are values `4c .. 4c + 4`, high nibbles values `16 + 4c ..
+/// 20 + 4c`. Byte `r` of bit run `c` holds row `r`'s fifth bits of the same
+/// values: bits 0 to 3 those of the low nibbles, bits 4 to 7 those of the
+/// high ones. A value's five bits (`q + 16`, from 0 to 31) come out of one
+/// run of each with a few vector steps, for eight rows at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_0x8 {
+    pub d: [f16; 8],
+    pub qh: [u8; 32],
+    pub qs: [u8; 4 * QK],
+}
+
+impl BlockQ5_0x8 {
+    /// Interleaves block `b` of each of eight rows.
+    pub fn interleave(rows: [&BlockQ5_0; 8]) -> BlockQ5_0x8 {
+        let mut out = BlockQ5_0x8 {
+            d: rows.map(|b| b.d),
+            qh: [0; 32],
+            qs: [0; 4 * QK],
+        };
+        for (r, b) in rows.iter().enumerate() {
+            let high = u32::from_le_bytes(b.qh);
+            for c in 0..4 {
+                out.qs[32 * c + 4 * r..][..4].copy_from_slice(&b.qs[4 * c..][..4]);
+                let bits = |from: usize| (high >> from) as u8 & 0x0F;
+                out.qh[8 * c + r] = bits(4 * c) | bits(16 + 4 * c) << 4;
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block, as it was before interleaving.
+    pub fn row(&self, r: usize) -> BlockQ5_0 {
+        let mut b = BlockQ5_0 {
+            d: self.d[r],
+            qh: [0; 4],
+            qs: [0; QK / 2],
+        };
+        let mut high = 0u32;
+        for c in 0..4 {
+            b.qs[4 * c..][..4].copy_from_slice(&self.qs[32 * c + 4 * r..][..4]);
+            let bits = self.qh[8 * c + r] as u32;
+            high |= (bits & 0x0F) << (4 * c) | (bits >> 4) << (16 + 4 * c);
+        }
+        b.qh = high.to_le_bytes();
+        b
+    }
+}
+
 /// 6-bit K-quant: sixteen sub-blocks of 16 values, each with a signed 8-bit
 /// scale: `x = d * scale_s * (q - 32)`.
 ///
@@ -599,6 +653,16 @@ pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
     std::array::from_fn(|r| {
         let row: Vec<BlockQ4_1> = x.iter().map(|b| b.row(r)).collect();
         dot_q4_1(&row, y)
+    })
+}
+
+/// Eight interleaved Q5_0 rows against one activation row, as
+/// [`dot_q5_0`] computes each.
+pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
+    let y: Vec<BlockQ8_0> = y.iter().map(BlockQ8_0S::q8_0).collect();
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ5_0> = x.iter().map(|b| b.row(r)).collect();
+        dot_q5_0(&row, &y)
     })
 }
 

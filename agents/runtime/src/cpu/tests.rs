@@ -291,6 +291,28 @@ fn interleaved_q8_0_kernels_match_the_reference() {
     .check();
 }
 
+#[test]
+fn interleaved_q5_0_kernels_match_the_reference() {
+    Interleaved {
+        name: "q5_0x8",
+        blocks: q5_0_blocks,
+        interleave: BlockQ5_0x8::interleave,
+        row: BlockQ5_0x8::row,
+        dequantize: dequantize_q5_0,
+        quantize: quantize_q8_0s,
+        expand: |a: &[BlockQ8_0S]| {
+            a.iter()
+                .flat_map(|b| b.qs.map(|q| b.d.to_f32() * q as f32))
+                .collect()
+        },
+        offsets: |_| 0.0,
+        reference: |w, a| dot_q5_0(w, &a.iter().map(BlockQ8_0S::q8_0).collect::<Vec<_>>()),
+        kernel: |k| k.q5_0x8,
+        kernel16: |k| k.q5_0x16,
+    }
+    .check();
+}
+
 /// The AVX-512 VNNI kernels give exactly AVX2's results (the same integer
 /// sums, then the same float operations), so a model's outputs do not
 /// depend on which of the two a CPU gets. Runs where the CPU has AVX-512
@@ -892,6 +914,7 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let (rows, cols) = (56, 96);
     let q4_1 = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let q8_0 = q8_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
+    let q5_0 = q5_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let matrix = |ty, bytes: &[u8]| {
         let mut data = Bytes::zeroed(bytes.len());
         data.as_bytes_mut().copy_from_slice(bytes);
@@ -899,7 +922,12 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     };
     let q4_1 = matrix(WeightType::Q4_1, bytemuck::cast_slice(&q4_1));
     let q8_0 = matrix(WeightType::Q8_0, bytemuck::cast_slice(&q8_0));
-    for (plain, ty) in [(q4_1, WeightType::Q4_1x8), (q8_0, WeightType::Q8_0x8)] {
+    let q5_0 = matrix(WeightType::Q5_0, bytemuck::cast_slice(&q5_0));
+    for (plain, ty) in [
+        (q4_1, WeightType::Q4_1x8),
+        (q8_0, WeightType::Q8_0x8),
+        (q5_0, WeightType::Q5_0x8),
+    ] {
         check_interleaved(&mut rng, &plain, ty);
     }
     let odd = QMatrix::new(WeightType::Q4_1, 3, 32, Bytes::zeroed(60)).unwrap();

@@ -46,11 +46,11 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
-    q5_0_values,
+    q5_0_run, q5_0_values,
 };
 use super::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ5_0, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, QK,
-    inverse_scale, q8_1_scales,
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ5_0, BlockQ5_0x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
+    BlockQ8_1, QK, inverse_scale, q8_1_scales,
 };
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -268,6 +268,98 @@ fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> 
         }
     }
     acc.map(|a| lanes16(a))
+}
+
+/// Eight interleaved Q5_0 weight rows against one to eight activation
+/// rows, as [`super::avx2::dot_q5_0x8`].
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
+    by_rows!(q5_0x8_n, x, y, out);
+}
+
+/// [`dot_q5_0x8`] for `N` activation rows: each run's two products in
+/// their own accumulators, as [`q4_1x8_n`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0x8_n<const N: usize>(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x.len()]);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut s = [[_mm256_setzero_si256(); 2]; N];
+        for c in 0..4 {
+            let (lo, hi) = q5_0_run(x, c);
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                s[j][0] = _mm256_dpbusd_epi32(s[j][0], lo, broadcast4(q, 4 * c));
+                s[j][1] = _mm256_dpbusd_epi32(s[j][1], hi, broadcast4(q, 16 + 4 * c));
+            }
+        }
+        // SAFETY: `d` is 16 readable bytes.
+        let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+        for j in 0..N {
+            let b = &y[j][i];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
+            let offset = _mm256_set1_epi32(16 * b.sum as i32);
+            let sums = _mm256_sub_epi32(_mm256_add_epi32(s[j][0], s[j][1]), offset);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Two neighbouring groups of eight interleaved Q5_0 weight rows against
+/// one to eight activation rows, as [`dot_q4_1x16`]: each group's sums
+/// are exactly what [`dot_q5_0x8`] gives.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q5_0x16(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]], out: &mut [[f32; 16]]) {
+    by_rows!(q5_0x16_n, x, y, out);
+}
+
+/// [`dot_q5_0x16`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0x16_n<const N: usize>(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> [[f32; 16]; N] {
+    let [x0, x1] = x;
+    assert_eq!(x0.len(), x1.len(), "two groups of the same length");
+    let y: [&[BlockQ8_0S]; N] = y.map(|y| &y[..x0.len()]);
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
+        prefetch_ahead(a);
+        prefetch_ahead(b);
+        let mut s = [[_mm512_setzero_si512(); 2]; N];
+        for c in 0..4 {
+            let ((alo, ahi), (blo, bhi)) = (q5_0_run(a, c), q5_0_run(b, c));
+            let (lo, hi) = (join(alo, blo), join(ahi, bhi));
+            for j in 0..N {
+                let q = &y[j][i].qs;
+                s[j][0] = _mm512_dpbusd_epi32(s[j][0], lo, broadcast4x16(q, 4 * c));
+                s[j][1] = _mm512_dpbusd_epi32(s[j][1], hi, broadcast4x16(q, 16 + 4 * c));
+            }
+        }
+        let dx = join_f16(&a.d, &b.d);
+        for j in 0..N {
+            let b = &y[j][i];
+            let d = _mm512_mul_ps(dx, _mm512_set1_ps(b.d.to_f32()));
+            let offset = _mm512_set1_epi32(16 * b.sum as i32);
+            let sums = _mm512_sub_epi32(_mm512_add_epi32(s[j][0], s[j][1]), offset);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[j]);
+        }
+    }
+    acc.map(|a| lanes16(a))
+}
+
+/// Two 256-bit vectors as one, `lo` in the low half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 /// 32 bytes from each of two places, `lo` in the low half of the vector.
