@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0, BlockQ8_0S,
-    BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0,
+    BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
 };
 
 #[inline]
@@ -686,6 +686,117 @@ fn fifth_bits(run: __m256i) -> (__m256i, __m256i) {
         set(_mm256_set1_epi32(0x0804_0201)),
         set(_mm256_set1_epi32(0x8040_2010u32 as i32)),
     )
+}
+
+/// Eight interleaved Q4_K weight rows against one to eight activation
+/// rows, as [`dot_q4_1x8`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    by_rows!(q4kx8_n, x, y, out);
+}
+
+/// [`dot_q4kx8`] for `N` activation rows. Per sub-block of 32 values, each
+/// row's products stay in 16 bits (eight runs of pairs, each at most
+/// 2 × 15 × 128: 30,720 in all), widen once, and take the row's scale;
+/// the mins take the activations' sums. The float steps are
+/// [`q4k_finish`]'s, which the VNNI kernels share.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x.len()]);
+    let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut sums = [_mm256_setzero_si256(); N];
+        let mut mins = [_mm256_setzero_si256(); N];
+        for sub in 0..8 {
+            let (scale, min) = q4k_scales8(x, sub);
+            let mut dot = [_mm256_setzero_si256(); N];
+            for m in 0..8 {
+                let q = q4k_run(x, sub, m, low);
+                for j in 0..N {
+                    let a: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
+                    dot[j] = _mm256_add_epi16(dot[j], _mm256_maddubs_epi16(q, broadcast4(a, 4 * m)));
+                }
+            }
+            for j in 0..N {
+                let dot = _mm256_madd_epi16(dot[j], ones);
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot, scale));
+                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, sub_sum(&y[j][i], sub)));
+            }
+        }
+        for j in 0..N {
+            acc[j] = q4k_finish(x, y[j][i].d, sums[j], mins[j], acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Run `m` of sub-block `sub` of an interleaved Q4_K block: values
+/// `4m .. 4m + 4` of the sub-block for each of the eight rows, one row per
+/// 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4k_run(x: &BlockQ4Kx8, sub: usize, m: usize, low: __m256i) -> __m256i {
+    // SAFETY: run 8(sub / 2) + m is 32 readable bytes; no alignment needed.
+    let v = unsafe { _mm256_loadu_si256(x.qs[32 * (8 * (sub / 2) + m)..].as_ptr().cast()) };
+    if sub.is_multiple_of(2) {
+        _mm256_and_si256(v, low)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16(v, 4), low)
+    }
+}
+
+/// The activations' sum over sub-block `sub` (32 values), in every lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn sub_sum(y: &BlockQ8K, sub: usize) -> __m256i {
+    _mm256_set1_epi32(y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32)
+}
+
+/// Sub-block `sub`'s 6-bit scales and mins of the eight rows of an
+/// interleaved Q4_K block, as eight i32 lanes each (what
+/// [`super::quant::scale_min_k4`] gives each row).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4k_scales8(x: &BlockQ4Kx8, sub: usize) -> (__m256i, __m256i) {
+    // SAFETY: each `scales` entry is 8 readable bytes.
+    let bytes = |k: usize| unsafe { _mm_loadl_epi64(x.scales[k].as_ptr().cast()) };
+    let (six, four) = (_mm_set1_epi8(63), _mm_set1_epi8(0x0F));
+    // A byte's top two bits, moved to bits 4 and 5.
+    let top = |v: __m128i| _mm_srli_epi16(_mm_and_si128(v, _mm_set1_epi8(0xC0u8 as i8)), 2);
+    let (scale, min) = if sub < 4 {
+        (_mm_and_si128(bytes(sub), six), _mm_and_si128(bytes(sub + 4), six))
+    } else {
+        let packed = bytes(sub + 4);
+        (
+            _mm_or_si128(_mm_and_si128(packed, four), top(bytes(sub - 4))),
+            _mm_or_si128(_mm_and_si128(_mm_srli_epi16(packed, 4), four), top(bytes(sub))),
+        )
+    };
+    (_mm256_cvtepu8_epi32(scale), _mm256_cvtepu8_epi32(min))
+}
+
+/// One interleaved Q4_K block's integer sums (scaled products, and mins by
+/// activation sums) into an activation row's eight accumulators, with the
+/// activation scale `yd`: `acc + d yd sums - dmin yd mins`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4k_finish(x: &BlockQ4Kx8, yd: f32, sums: __m256i, mins: __m256i, acc: __m256) -> __m256 {
+    // SAFETY: `d` and `dmin` are 16 readable bytes each.
+    let (d, dmin) = unsafe {
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())),
+            _mm256_cvtph_ps(_mm_loadu_si128(x.dmin.as_ptr().cast())),
+        )
+    };
+    let yd = _mm256_set1_ps(yd);
+    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(d, yd), acc);
+    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(dmin, yd), acc)
 }
 
 /// One query head's attention over `n` cached positions, with llama.cpp's

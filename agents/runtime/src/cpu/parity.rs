@@ -81,6 +81,27 @@ pub(super) fn q4_1_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4_1>
         .collect()
 }
 
+pub(super) fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ4K {
+                d: rng.f16(0.01),
+                dmin: rng.f16(0.01),
+                scales: std::array::from_fn(|_| rng.byte()),
+                qs: std::array::from_fn(|_| rng.byte()),
+            },
+            Fill::Zeros => BlockQ4K::zeroed(),
+            // Every 6-bit scale and min at 63, every nibble at 15.
+            Fill::Max => BlockQ4K {
+                d: f16::from_f32(0.5),
+                dmin: f16::from_f32(0.5),
+                scales: [0xFF; 12],
+                qs: [0xFF; 128],
+            },
+        })
+        .collect()
+}
+
 pub(super) fn q5_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ5_0> {
     (0..n)
         .map(|_| match fill {
@@ -141,9 +162,10 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     }
 }
 
-/// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q5_0, Q8_0, in their one-,
-/// four-, eight- and sixteen-row forms) give exactly `a`'s results on every
-/// sample: the first difference otherwise, named by kernel and case.
+/// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q5_0, Q8_0 in their
+/// one-, four-, eight- and sixteen-row forms, and Q4_K's eight- and
+/// sixteen-row ones) give exactly `a`'s results on every sample: the first
+/// difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
         let x = activations(rng, n * QK, f);
@@ -215,6 +237,23 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         let h50: Vec<_> = (0..n)
             .map(|i| BlockQ5_0x8::interleave(std::array::from_fn(|r| &w50s[7 - r][i])))
             .collect();
+        // Q4_K: super-blocks of 256, with activations of their own.
+        let nk = n.div_ceil(4);
+        let w4k: Vec<_> = (0..8).map(|r| q4k_blocks(rng, nk, fill(r))).collect();
+        let g4k: Vec<_> = (0..nk)
+            .map(|i| BlockQ4Kx8::interleave(std::array::from_fn(|r| &w4k[r][i])))
+            .collect();
+        let h4k: Vec<_> = (0..nk)
+            .map(|i| BlockQ4Kx8::interleave(std::array::from_fn(|r| &w4k[7 - r][i])))
+            .collect();
+        let yk: Vec<Vec<BlockQ8K>> = (0..8)
+            .map(|j| {
+                let mut a = vec![BlockQ8K::zeroed(); nk];
+                quantize_q8k(&activations(rng, nk * QK_K, fill(j)), &mut a);
+                a
+            })
+            .collect();
+        let yk: Vec<&[BlockQ8K]> = yk.iter().map(|a| &a[..]).collect();
         let h80: Vec<_> = (0..n)
             .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[7 - r][i])))
             .collect();
@@ -233,6 +272,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 x.as_flattened(),
                 y.as_flattened(),
                 &format!("q8_0x16 with {m} rows"),
+            );
+            (a.q4kx16)([&g4k, &h4k], &yk[..m], &mut x);
+            (b.q4kx16)([&g4k, &h4k], &yk[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q4kx16 with {m} rows"),
             );
             (a.q5_0x16)([&g50, &h50], &y0s[..m], &mut x);
             (b.q5_0x16)([&g50, &h50], &y0s[..m], &mut y);
@@ -257,6 +303,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 x.as_flattened(),
                 y.as_flattened(),
                 &format!("q8_0x8 with {m} rows"),
+            );
+            (a.q4kx8)(&g4k, &yk[..m], &mut x);
+            (b.q4kx8)(&g4k, &yk[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q4kx8 with {m} rows"),
             );
             (a.q5_0x8)(&g50, &y0s[..m], &mut x);
             (b.q5_0x8)(&g50, &y0s[..m], &mut y);

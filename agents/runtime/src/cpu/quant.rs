@@ -183,6 +183,57 @@ pub struct BlockQ4K {
     pub qs: [u8; QK_K / 2],
 }
 
+/// Block `b` of eight Q4_K rows, interleaved (made at load for the SIMD
+/// kernels): the eight `d` and `dmin`, the rows' packed 6-bit scales and
+/// mins byte by byte (`scales[k][r]` is byte `k` of row `r`'s twelve),
+/// then the nibbles in 32 runs of 32 bytes. Run `t` holds each row's bytes
+/// `4t .. 4t + 4` in turn: their low nibbles are values `4(t % 8) ..
+/// 4(t % 8) + 4` of sub-block `2(t / 8)`, their high nibbles the same
+/// values of sub-block `2(t / 8) + 1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4Kx8 {
+    pub d: [f16; 8],
+    pub dmin: [f16; 8],
+    pub scales: [[u8; 8]; 12],
+    pub qs: [u8; 8 * QK_K / 2],
+}
+
+impl BlockQ4Kx8 {
+    /// Interleaves block `b` of each of eight rows.
+    pub fn interleave(rows: [&BlockQ4K; 8]) -> BlockQ4Kx8 {
+        let mut out = BlockQ4Kx8 {
+            d: rows.map(|b| b.d),
+            dmin: rows.map(|b| b.dmin),
+            scales: [[0; 8]; 12],
+            qs: [0; 8 * QK_K / 2],
+        };
+        for (r, b) in rows.iter().enumerate() {
+            for (k, &byte) in b.scales.iter().enumerate() {
+                out.scales[k][r] = byte;
+            }
+            for t in 0..32 {
+                out.qs[32 * t + 4 * r..][..4].copy_from_slice(&b.qs[4 * t..][..4]);
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block, as it was before interleaving.
+    pub fn row(&self, r: usize) -> BlockQ4K {
+        let mut b = BlockQ4K {
+            d: self.d[r],
+            dmin: self.dmin[r],
+            scales: std::array::from_fn(|k| self.scales[k][r]),
+            qs: [0; QK_K / 2],
+        };
+        for t in 0..32 {
+            b.qs[4 * t..][..4].copy_from_slice(&self.qs[32 * t + 4 * r..][..4]);
+        }
+        b
+    }
+}
+
 /// 8-bit activations for the K-quants, with the sums of each 16 values.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -663,6 +714,15 @@ pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
     std::array::from_fn(|r| {
         let row: Vec<BlockQ5_0> = x.iter().map(|b| b.row(r)).collect();
         dot_q5_0(&row, &y)
+    })
+}
+
+/// Eight interleaved Q4_K rows against one activation row, as
+/// [`dot_q4k`] computes each.
+pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ4K> = x.iter().map(|b| b.row(r)).collect();
+        dot_q4k(&row, y)
     })
 }
 

@@ -8,27 +8,6 @@ use super::parity::*;
 use super::quant::*;
 use super::*;
 
-fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
-    (0..n)
-        .map(|_| match fill {
-            Fill::Random => BlockQ4K {
-                d: rng.f16(0.01),
-                dmin: rng.f16(0.01),
-                scales: std::array::from_fn(|_| rng.byte()),
-                qs: std::array::from_fn(|_| rng.byte()),
-            },
-            Fill::Zeros => BlockQ4K::zeroed(),
-            // Every 6-bit scale and min at 63, every nibble at 15.
-            Fill::Max => BlockQ4K {
-                d: f16::from_f32(0.5),
-                dmin: f16::from_f32(0.5),
-                scales: [0xFF; 12],
-                qs: [0xFF; 128],
-            },
-        })
-        .collect()
-}
-
 /// Agreement up to float rounding, relative to the size of the terms.
 fn assert_close(got: f32, want: f32, magnitude: f32, what: &str) {
     let tol = 1e-5 * magnitude.max(1.0);
@@ -148,6 +127,8 @@ fn q4_1_kernels_match_the_reference() {
 /// its blocks, its activations, and its reference and kernels.
 struct Interleaved<W, G, A> {
     name: &'static str,
+    /// Values in a block (of each row).
+    values: usize,
     blocks: fn(&mut Rng, usize, Fill) -> Vec<W>,
     interleave: fn([&W; 8]) -> G,
     row: fn(&G, usize) -> W,
@@ -201,7 +182,7 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                 .iter()
                 .map(|&f| {
                     let mut a = vec![A::zeroed(); n];
-                    (self.quantize)(&activations(rng, n * QK, f), &mut a);
+                    (self.quantize)(&activations(rng, n * self.values, f), &mut a);
                     a
                 })
                 .collect();
@@ -212,7 +193,7 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
                     dot(&x8, &[a], &mut one[j..j + 1]);
                     let ax = (self.expand)(a);
                     for (r, row) in rows.iter().enumerate() {
-                        let mut wx = vec![0.0; n * QK];
+                        let mut wx = vec![0.0; n * self.values];
                         (self.dequantize)(row, &mut wx);
                         let mag = abs_dot(&wx, &ax) * 1.01 + (self.offsets)(row);
                         let what = format!("{} {} {wf:?}/{af:?}/{n} row {r}", k.name, self.name);
@@ -255,6 +236,7 @@ impl<W: Pod, G: Pod, A: Pod + Zeroable> Interleaved<W, G, A> {
 fn interleaved_q4_1_kernels_match_the_reference() {
     Interleaved {
         name: "q4_1x8",
+        values: QK,
         blocks: q4_1_blocks,
         interleave: BlockQ4_1x8::interleave,
         row: BlockQ4_1x8::row,
@@ -273,6 +255,7 @@ fn interleaved_q4_1_kernels_match_the_reference() {
 fn interleaved_q8_0_kernels_match_the_reference() {
     Interleaved {
         name: "q8_0x8",
+        values: QK,
         blocks: q8_0_blocks,
         interleave: BlockQ8_0x8::interleave,
         row: BlockQ8_0x8::row,
@@ -295,6 +278,7 @@ fn interleaved_q8_0_kernels_match_the_reference() {
 fn interleaved_q5_0_kernels_match_the_reference() {
     Interleaved {
         name: "q5_0x8",
+        values: QK,
         blocks: q5_0_blocks,
         interleave: BlockQ5_0x8::interleave,
         row: BlockQ5_0x8::row,
@@ -309,6 +293,30 @@ fn interleaved_q5_0_kernels_match_the_reference() {
         reference: |w, a| dot_q5_0(w, &a.iter().map(BlockQ8_0S::q8_0).collect::<Vec<_>>()),
         kernel: |k| k.q5_0x8,
         kernel16: |k| k.q5_0x16,
+    }
+    .check();
+}
+
+#[test]
+fn interleaved_q4k_kernels_match_the_reference() {
+    Interleaved {
+        name: "q4kx8",
+        values: QK_K,
+        blocks: q4k_blocks,
+        interleave: BlockQ4Kx8::interleave,
+        row: BlockQ4Kx8::row,
+        dequantize: dequantize_q4k,
+        quantize: quantize_q8k,
+        expand: |a: &[BlockQ8K]| a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect(),
+        // The mins' part of the sum, at its largest.
+        offsets: |w: &[BlockQ4K]| {
+            w.iter()
+                .map(|b| b.dmin.to_f32().abs() * 63.0 * 128.0 * 256.0)
+                .sum()
+        },
+        reference: dot_q4k,
+        kernel: |k| k.q4kx8,
+        kernel16: |k| k.q4kx16,
     }
     .check();
 }

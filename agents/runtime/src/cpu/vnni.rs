@@ -46,11 +46,11 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
-    q5_0_run, q5_0_values,
+    q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, sub_sum,
 };
 use super::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ5_0, BlockQ5_0x8, BlockQ8_0, BlockQ8_0S, BlockQ8_0x8,
-    BlockQ8_1, QK, inverse_scale, q8_1_scales,
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ8_0, BlockQ8_0S,
+    BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, inverse_scale, q8_1_scales,
 };
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -353,6 +353,116 @@ fn q5_0x16_n<const N: usize>(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> 
         }
     }
     acc.map(|a| lanes16(a))
+}
+
+/// Eight interleaved Q4_K weight rows against one to eight activation
+/// rows, as [`super::avx2::dot_q4kx8`]: a sub-block's products in one
+/// `vpdpbusd` chain per activation row.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    by_rows!(q4kx8_n, x, y, out);
+}
+
+/// [`dot_q4kx8`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x.len()]);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut sums = [_mm256_setzero_si256(); N];
+        let mut mins = [_mm256_setzero_si256(); N];
+        for sub in 0..8 {
+            let (scale, min) = q4k_scales8(x, sub);
+            let mut dot = [_mm256_setzero_si256(); N];
+            for m in 0..8 {
+                let q = q4k_run(x, sub, m, low);
+                for j in 0..N {
+                    let a: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
+                    dot[j] = _mm256_dpbusd_epi32(dot[j], q, broadcast4(a, 4 * m));
+                }
+            }
+            for j in 0..N {
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot[j], scale));
+                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, sub_sum(&y[j][i], sub)));
+            }
+        }
+        for j in 0..N {
+            acc[j] = q4k_finish(x, y[j][i].d, sums[j], mins[j], acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Two neighbouring groups of eight interleaved Q4_K weight rows against
+/// one to eight activation rows, as [`dot_q4_1x16`]: each group's sums
+/// are exactly what [`dot_q4kx8`] gives.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q4kx16(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
+    by_rows!(q4kx16_n, x, y, out);
+}
+
+/// [`dot_q4kx16`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4kx16_n<const N: usize>(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f32; 16]; N] {
+    let [x0, x1] = x;
+    assert_eq!(x0.len(), x1.len(), "two groups of the same length");
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x0.len()]);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
+        prefetch_ahead(a);
+        prefetch_ahead(b);
+        let mut sums = [_mm512_setzero_si512(); N];
+        let mut mins = [_mm512_setzero_si512(); N];
+        for sub in 0..8 {
+            let ((sa, ma), (sb, mb)) = (q4k_scales8(a, sub), q4k_scales8(b, sub));
+            let (scale, min) = (join(sa, sb), join(ma, mb));
+            let mut dot = [_mm512_setzero_si512(); N];
+            for m in 0..8 {
+                let q = join(q4k_run(a, sub, m, low), q4k_run(b, sub, m, low));
+                for j in 0..N {
+                    let y: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], q, broadcast4x16(y, 4 * m));
+                }
+            }
+            for j in 0..N {
+                let ysum =
+                    _mm512_set1_epi32(y[j][i].bsums[2 * sub] as i32 + y[j][i].bsums[2 * sub + 1] as i32);
+                sums[j] = _mm512_add_epi32(sums[j], _mm512_mullo_epi32(dot[j], scale));
+                mins[j] = _mm512_add_epi32(mins[j], _mm512_mullo_epi32(min, ysum));
+            }
+        }
+        // The float steps in each group's half, as the eight-row kernel
+        // takes them.
+        for j in 0..N {
+            let half = |v: __m512i, h: usize| {
+                if h == 0 {
+                    _mm512_castsi512_si256(v)
+                } else {
+                    _mm512_extracti64x4_epi64::<1>(v)
+                }
+            };
+            for (h, g) in [a, b].into_iter().enumerate() {
+                acc[j][h] = q4k_finish(g, y[j][i].d, half(sums[j], h), half(mins[j], h), acc[j][h]);
+            }
+        }
+    }
+    acc.map(|[a, b]| {
+        let mut out = [0.0f32; 16];
+        out[..8].copy_from_slice(&lanes(a));
+        out[8..].copy_from_slice(&lanes(b));
+        out
+    })
 }
 
 /// Two 256-bit vectors as one, `lo` in the low half.
