@@ -13,8 +13,8 @@
 use std::arch::x86_64::*;
 
 use super::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0,
-    BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8,
+    BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, q6k_offsets, scale_min_k4,
 };
 
 #[inline]
@@ -797,6 +797,126 @@ pub(super) fn q4k_finish(x: &BlockQ4Kx8, yd: f32, sums: __m256i, mins: __m256i, 
     let yd = _mm256_set1_ps(yd);
     let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(d, yd), acc);
     _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(dmin, yd), acc)
+}
+
+/// Eight interleaved Q6_K weight rows against one to eight activation
+/// rows, as [`dot_q4_1x8`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    by_rows!(q6kx8_n, x, y, out);
+}
+
+/// [`dot_q6kx8`] for `N` activation rows. Per sub-block of sixteen values
+/// (four runs), each row's products less 32 times the activations' sum,
+/// times the row's scale. Two runs of pairs fit in 16 bits (2 × 2 × 63 ×
+/// 128), so each pair of runs widens once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6kx8_n<const N: usize>(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x.len()]);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut sums = [_mm256_setzero_si256(); N];
+        for sub in 0..16 {
+            let mut dot = [_mm256_setzero_si256(); N];
+            for m in (0..4).step_by(2) {
+                let (q0, q1) = (q6k_run(x, sub, m), q6k_run(x, sub, m + 1));
+                for j in 0..N {
+                    let a = q6k_acts(&y[j][i], sub);
+                    let pairs = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(q0, broadcast4(a, q6k_at(sub, m))),
+                        _mm256_maddubs_epi16(q1, broadcast4(a, q6k_at(sub, m + 1))),
+                    );
+                    dot[j] = _mm256_add_epi32(dot[j], _mm256_madd_epi16(pairs, ones));
+                }
+            }
+            let scale = q6k_scales8(x, sub);
+            for j in 0..N {
+                sums[j] = q6k_scaled(sums[j], dot[j], scale, &y[j][i], sub);
+            }
+        }
+        for j in 0..N {
+            acc[j] = q6k_finish(x, y[j][i].d, sums[j], acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Run `m` (0..4) of sub-block `sub` of an interleaved Q6_K block: four
+/// values `q` (0..63) of each of the eight rows, one row per 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_run(x: &BlockQ6Kx8, sub: usize, m: usize) -> __m256i {
+    // Sub-block 8h + 2g + e holds values 128h + 32g + 16e .. + 16: runs
+    // 4e .. 4e + 4 of group g in half h.
+    let (h, g, m) = (sub / 8, sub % 8 / 2, 4 * (sub % 2) + m);
+    let (t, u) = (16 * h + 8 * (g % 2) + m, 8 * h + m);
+    // SAFETY: runs t (of 32) and u (of 16) are 32 readable bytes each.
+    let (low, high) = unsafe {
+        (
+            _mm256_loadu_si256(x.ql[32 * t..].as_ptr().cast()),
+            _mm256_loadu_si256(x.qh[32 * u..].as_ptr().cast()),
+        )
+    };
+    let nibbles = if g < 2 { low } else { _mm256_srli_epi16(low, 4) };
+    let top = match g {
+        0 => high,
+        1 => _mm256_srli_epi16(high, 2),
+        2 => _mm256_srli_epi16(high, 4),
+        _ => _mm256_srli_epi16(high, 6),
+    };
+    _mm256_or_si256(
+        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
+        _mm256_slli_epi16(_mm256_and_si256(top, _mm256_set1_epi8(3)), 4),
+    )
+}
+
+/// The 32 activations of the group that sub-block `sub` lies in.
+#[inline]
+pub(super) fn q6k_acts(y: &BlockQ8K, sub: usize) -> &[i8; 32] {
+    let at = 32 * (sub / 2);
+    y.qs[at..at + 32].try_into().expect("32 values")
+}
+
+/// Where run `m` of sub-block `sub` starts in [`q6k_acts`]'s 32 values.
+#[inline]
+pub(super) fn q6k_at(sub: usize, m: usize) -> usize {
+    16 * (sub % 2) + 4 * m
+}
+
+/// Sub-block `sub`'s scales of the eight rows, as i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_scales8(x: &BlockQ6Kx8, sub: usize) -> __m256i {
+    // SAFETY: each `scales` entry is 8 readable bytes.
+    _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(x.scales[sub].as_ptr().cast()) })
+}
+
+/// `sums + scale × (dot - 32 Σa)` for sub-block `sub`: the offset of 32
+/// taken off with the activations' sum of sixteen.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_scaled(sums: __m256i, dot: __m256i, scale: __m256i, y: &BlockQ8K, sub: usize) -> __m256i {
+    let offset = _mm256_set1_epi32(32 * y.bsums[sub] as i32);
+    _mm256_add_epi32(sums, _mm256_mullo_epi32(_mm256_sub_epi32(dot, offset), scale))
+}
+
+/// `acc + d yd sums` for one interleaved Q6_K block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6k_finish(x: &BlockQ6Kx8, yd: f32, sums: __m256i, acc: __m256) -> __m256 {
+    // SAFETY: `d` is 16 readable bytes.
+    let d = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
+    _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(sums),
+        _mm256_mul_ps(d, _mm256_set1_ps(yd)),
+        acc,
+    )
 }
 
 /// One query head's attention over `n` cached positions, with llama.cpp's

@@ -26,8 +26,8 @@ use std::sync::OnceLock;
 
 use pool::{Pool, SharedMut, Shares};
 use quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ8_0,
-    BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6K, BlockQ6Kx8,
+    BlockQ8_0, BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, QK_K,
 };
 
 /// Storage format of a weight matrix.
@@ -48,6 +48,8 @@ pub enum WeightType {
     /// Q4_K with eight rows interleaved ([`BlockQ4Kx8`]); made at load.
     Q4Kx8,
     Q6K,
+    /// Q6_K with eight rows interleaved ([`BlockQ6Kx8`]); made at load.
+    Q6Kx8,
     F32,
 }
 
@@ -91,6 +93,7 @@ impl WeightType {
             WeightType::Q4K => (QK_K, size_of::<BlockQ4K>()),
             WeightType::Q4Kx8 => (QK_K, size_of::<BlockQ4Kx8>()),
             WeightType::Q6K => (QK_K, size_of::<BlockQ6K>()),
+            WeightType::Q6Kx8 => (QK_K, size_of::<BlockQ6Kx8>()),
             WeightType::F32 => (1, 4),
         }
     }
@@ -100,7 +103,7 @@ impl WeightType {
             WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => ActType::Q8_0,
             WeightType::Q8_0x8 | WeightType::Q5_0x8 => ActType::Q8_0S,
             WeightType::Q4_1 | WeightType::Q4_1x8 => ActType::Q8_1,
-            WeightType::Q4K | WeightType::Q4Kx8 | WeightType::Q6K => ActType::Q8K,
+            WeightType::Q4K | WeightType::Q4Kx8 | WeightType::Q6K | WeightType::Q6Kx8 => ActType::Q8K,
             WeightType::F32 => ActType::F32,
         }
     }
@@ -108,7 +111,11 @@ impl WeightType {
     /// Rows stored together (interleaved), 1 for the plain formats.
     pub fn interleave(self) -> usize {
         match self {
-            WeightType::Q4_1x8 | WeightType::Q8_0x8 | WeightType::Q5_0x8 | WeightType::Q4Kx8 => 8,
+            WeightType::Q4_1x8
+            | WeightType::Q8_0x8
+            | WeightType::Q5_0x8
+            | WeightType::Q4Kx8
+            | WeightType::Q6Kx8 => 8,
             _ => 1,
         }
     }
@@ -256,8 +263,8 @@ impl QMatrix {
         bytemuck::cast_slice(&self.data.as_bytes()[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
 
-    /// The same matrix with its rows interleaved by eight (Q4_1, Q5_0, Q8_0
-    /// and Q4_K),
+    /// The same matrix with its rows interleaved by eight (Q4_1, Q5_0, Q8_0,
+    /// Q4_K and Q6_K),
     /// for the kernels that read eight rows at once; unchanged when the
     /// format or the row count does not allow it. Each group of eight
     /// rows is rearranged where it lies (no second copy of the matrix).
@@ -270,6 +277,7 @@ impl QMatrix {
             WeightType::Q8_0 => self.interleave(WeightType::Q8_0x8, BlockQ8_0x8::interleave),
             WeightType::Q5_0 => self.interleave(WeightType::Q5_0x8, BlockQ5_0x8::interleave),
             WeightType::Q4K => self.interleave(WeightType::Q4Kx8, BlockQ4Kx8::interleave),
+            WeightType::Q6K => self.interleave(WeightType::Q6Kx8, BlockQ6Kx8::interleave),
             _ => self,
         }
     }
@@ -320,6 +328,11 @@ impl QMatrix {
                 quant::dequantize_q4k(&blocks, out)
             }
             WeightType::Q6K => quant::dequantize_q6k(self.row(r), out),
+            WeightType::Q6Kx8 => {
+                let group: &[BlockQ6Kx8] = self.row(r / 8);
+                let blocks: Vec<BlockQ6K> = group.iter().map(|b| b.row(r % 8)).collect();
+                quant::dequantize_q6k(&blocks, out)
+            }
             WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
         }
     }
@@ -442,6 +455,7 @@ pub struct Kernels {
     pub q8_0x8: Dot8<BlockQ8_0x8, BlockQ8_0S>,
     pub q5_0x8: Dot8<BlockQ5_0x8, BlockQ8_0S>,
     pub q4kx8: Dot8<BlockQ4Kx8, BlockQ8K>,
+    pub q6kx8: Dot8<BlockQ6Kx8, BlockQ8K>,
     /// Two neighbouring interleaved groups (sixteen weight rows) against
     /// one to eight activation rows, each group's sums exactly the
     /// eight-row kernel's (see [`Dot16`]). One pass in 512-bit vectors with
@@ -450,6 +464,7 @@ pub struct Kernels {
     pub q8_0x16: Dot16<BlockQ8_0x8, BlockQ8_0S>,
     pub q5_0x16: Dot16<BlockQ5_0x8, BlockQ8_0S>,
     pub q4kx16: Dot16<BlockQ4Kx8, BlockQ8K>,
+    pub q6kx16: Dot16<BlockQ6Kx8, BlockQ8K>,
     /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
     /// kernels (where their eight-row kernels are the faster ones).
     pub interleave: bool,
@@ -613,10 +628,12 @@ impl Kernels {
         q8_0x8: portable_q8_0x8,
         q5_0x8: portable_q5_0x8,
         q4kx8: portable_q4kx8,
+        q6kx8: portable_q6kx8,
         q4_1x16: |x, y, out| two_groups(portable_q4_1x8, x, y, out),
         q8_0x16: |x, y, out| two_groups(portable_q8_0x8, x, y, out),
         q5_0x16: |x, y, out| two_groups(portable_q5_0x8, x, y, out),
         q4kx16: |x, y, out| two_groups(portable_q4kx8, x, y, out),
+        q6kx16: |x, y, out| two_groups(portable_q6kx8, x, y, out),
         interleave: false,
         attend,
         attend_shared,
@@ -764,6 +781,12 @@ impl Kernels {
         fn q4kx16(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
             unsafe { vnni::dot_q4kx16(x, y, out) }
         }
+        fn q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+            unsafe { vnni::dot_q6kx8(x, y, out) }
+        }
+        fn q6kx16(x: [&[BlockQ6Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
+            unsafe { vnni::dot_q6kx16(x, y, out) }
+        }
         fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             unsafe { vnni::quantize_q8_1(x, out) }
         }
@@ -794,6 +817,8 @@ impl Kernels {
             q5_0x16,
             q4kx8,
             q4kx16,
+            q6kx8,
+            q6kx16,
             attend_shared: attend_shared_vnni,
             quantize_q8_1,
             swiglu,
@@ -881,6 +906,12 @@ impl Kernels {
         fn q4kx16(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
             two_groups(q4kx8, x, y, out)
         }
+        fn q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+            unsafe { avx2::dot_q6kx8(x, y, out) }
+        }
+        fn q6kx16(x: [&[BlockQ6Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
+            two_groups(q6kx8, x, y, out)
+        }
         fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
             unsafe { avx2::quantize_q8_1(x, out) }
         }
@@ -907,6 +938,8 @@ impl Kernels {
             q5_0x16,
             q4kx8,
             q4kx16,
+            q6kx8,
+            q6kx16,
             interleave: true,
             attend: attend_avx2,
             attend_shared: attend_shared_avx2,
@@ -1114,6 +1147,7 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q5_0x8 => tiles_x8(w, acts, out, lo, hi, k.q5_0x8, k.q5_0x16),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, Some(k.q4kx4)),
         WeightType::Q4Kx8 => tiles_x8(w, acts, out, lo, hi, k.q4kx8, k.q4kx16),
+        WeightType::Q6Kx8 => tiles_x8(w, acts, out, lo, hi, k.q6kx8, k.q6kx16),
         WeightType::Q6K => tiles(w, acts, out, lo, hi, k.q6k, Some(k.q6kx4)),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
@@ -1269,6 +1303,12 @@ fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) 
 fn portable_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
     for (o, y) in out.iter_mut().zip(y) {
         *o = quant::dot_q4kx8(x, y);
+    }
+}
+
+fn portable_q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    for (o, y) in out.iter_mut().zip(y) {
+        *o = quant::dot_q6kx8(x, y);
     }
 }
 

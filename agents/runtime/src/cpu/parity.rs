@@ -102,6 +102,27 @@ pub(super) fn q4k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ4K> {
         .collect()
 }
 
+pub(super) fn q6k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ6K> {
+    (0..n)
+        .map(|_| match fill {
+            Fill::Random => BlockQ6K {
+                ql: std::array::from_fn(|_| rng.byte()),
+                qh: std::array::from_fn(|_| rng.byte()),
+                scales: std::array::from_fn(|_| rng.byte() as i8),
+                d: rng.f16(0.01),
+            },
+            Fill::Zeros => BlockQ6K::zeroed(),
+            // Every value at -32 (q = 0), the scales at both extremes.
+            Fill::Max => BlockQ6K {
+                ql: [0; 128],
+                qh: [0; 64],
+                scales: std::array::from_fn(|s| if s % 2 == 0 { i8::MIN } else { i8::MAX }),
+                d: f16::from_f32(0.5),
+            },
+        })
+        .collect()
+}
+
 pub(super) fn q5_0_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ5_0> {
     (0..n)
         .map(|_| match fill {
@@ -163,8 +184,8 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
 }
 
 /// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q5_0, Q8_0 in their
-/// one-, four-, eight- and sixteen-row forms, and Q4_K's eight- and
-/// sixteen-row ones) give exactly `a`'s results on every sample: the first
+/// one-, four-, eight- and sixteen-row forms, and Q4_K's and Q6_K's
+/// eight- and sixteen-row ones) give exactly `a`'s results on every sample: the first
 /// difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
@@ -246,6 +267,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         let h4k: Vec<_> = (0..nk)
             .map(|i| BlockQ4Kx8::interleave(std::array::from_fn(|r| &w4k[7 - r][i])))
             .collect();
+        let w6k: Vec<_> = (0..8).map(|r| q6k_blocks(rng, nk, fill(r))).collect();
+        let g6k: Vec<_> = (0..nk)
+            .map(|i| BlockQ6Kx8::interleave(std::array::from_fn(|r| &w6k[r][i])))
+            .collect();
+        let h6k: Vec<_> = (0..nk)
+            .map(|i| BlockQ6Kx8::interleave(std::array::from_fn(|r| &w6k[7 - r][i])))
+            .collect();
         let yk: Vec<Vec<BlockQ8K>> = (0..8)
             .map(|j| {
                 let mut a = vec![BlockQ8K::zeroed(); nk];
@@ -272,6 +300,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 x.as_flattened(),
                 y.as_flattened(),
                 &format!("q8_0x16 with {m} rows"),
+            );
+            (a.q6kx16)([&g6k, &h6k], &yk[..m], &mut x);
+            (b.q6kx16)([&g6k, &h6k], &yk[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q6kx16 with {m} rows"),
             );
             (a.q4kx16)([&g4k, &h4k], &yk[..m], &mut x);
             (b.q4kx16)([&g4k, &h4k], &yk[..m], &mut y);
@@ -303,6 +338,13 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
                 x.as_flattened(),
                 y.as_flattened(),
                 &format!("q8_0x8 with {m} rows"),
+            );
+            (a.q6kx8)(&g6k, &yk[..m], &mut x);
+            (b.q6kx8)(&g6k, &yk[..m], &mut y);
+            same(
+                x.as_flattened(),
+                y.as_flattened(),
+                &format!("q6kx8 with {m} rows"),
             );
             (a.q4kx8)(&g4k, &yk[..m], &mut x);
             (b.q4kx8)(&g4k, &yk[..m], &mut y);

@@ -234,6 +234,62 @@ impl BlockQ4Kx8 {
     }
 }
 
+/// Block `b` of eight Q6_K rows, interleaved (made at load for the SIMD
+/// kernels): run `t` of `ql` holds each row's bytes `4t .. 4t + 4` of its
+/// `ql` in turn, run `u` of `qh` each row's bytes `4u .. 4u + 4` of its
+/// `qh`, and `scales[s][r]` is row `r`'s scale of sub-block `s`. Values
+/// `128h + 32g + 4m .. + 4` (see [`BlockQ6K`]) of the eight rows then come
+/// from `ql` run `16h + 8(g % 2) + m` and `qh` run `8h + m`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ6Kx8 {
+    pub ql: [u8; 8 * QK_K / 2],
+    pub qh: [u8; 8 * QK_K / 4],
+    pub scales: [[i8; 8]; QK_K / 16],
+    pub d: [f16; 8],
+}
+
+impl BlockQ6Kx8 {
+    /// Interleaves block `b` of each of eight rows.
+    pub fn interleave(rows: [&BlockQ6K; 8]) -> BlockQ6Kx8 {
+        let mut out = BlockQ6Kx8 {
+            ql: [0; 8 * QK_K / 2],
+            qh: [0; 8 * QK_K / 4],
+            scales: [[0; 8]; QK_K / 16],
+            d: rows.map(|b| b.d),
+        };
+        for (r, b) in rows.iter().enumerate() {
+            for t in 0..32 {
+                out.ql[32 * t + 4 * r..][..4].copy_from_slice(&b.ql[4 * t..][..4]);
+            }
+            for u in 0..16 {
+                out.qh[32 * u + 4 * r..][..4].copy_from_slice(&b.qh[4 * u..][..4]);
+            }
+            for (s, &scale) in b.scales.iter().enumerate() {
+                out.scales[s][r] = scale;
+            }
+        }
+        out
+    }
+
+    /// Row `r`'s block, as it was before interleaving.
+    pub fn row(&self, r: usize) -> BlockQ6K {
+        let mut b = BlockQ6K {
+            ql: [0; QK_K / 2],
+            qh: [0; QK_K / 4],
+            scales: std::array::from_fn(|s| self.scales[s][r]),
+            d: self.d[r],
+        };
+        for t in 0..32 {
+            b.ql[4 * t..][..4].copy_from_slice(&self.ql[32 * t + 4 * r..][..4]);
+        }
+        for u in 0..16 {
+            b.qh[4 * u..][..4].copy_from_slice(&self.qh[32 * u + 4 * r..][..4]);
+        }
+        b
+    }
+}
+
 /// 8-bit activations for the K-quants, with the sums of each 16 values.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -382,12 +438,8 @@ pub(crate) fn amax(x: &[f32]) -> f32 {
     m.into_iter().fold(0.0, f32::max)
 }
 
-/// Rounds half away from zero, as C's `roundf` (what llama.cpp's reference uses).
-fn round(v: f32) -> i32 {
-    v.round() as i32
-}
-
-/// [`round`] of one block's values times `id`, written without branches
+/// One block's values times `id`, rounded half away from zero as C's
+/// `roundf` rounds them (what llama.cpp's reference uses), written without branches
 /// or calls so that the compiler vectorizes it (activations are quantized
 /// before every product): the truncated value, plus one step away from
 /// zero when the dropped fraction is a half or more. `v - trunc(v)` is
@@ -576,13 +628,16 @@ pub(crate) fn q8_1_scales(d: f32, sum: i32) -> (f32, f32) {
     (f16::from_f32(d).to_f32(), f16::from_f32(d * sum as f32).to_f32())
 }
 
+/// Q8_K blocks of `x` (activations for the K-quant products), written so
+/// that the compiler vectorizes it: the largest magnitude first (in any
+/// order), then the first value that has it.
 pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
     debug_assert_eq!(x.len(), out.len() * QK_K);
     for (xs, b) in x.chunks_exact(QK_K).zip(out) {
-        // The value of largest magnitude, with its sign, maps to -128.
-        let max = xs
-            .iter()
-            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        // The value of largest magnitude, with its sign, maps to -128 (the
+        // first of them, as a running comparison keeps it).
+        let top = amax(xs);
+        let max = xs.iter().copied().find(|v| v.abs() == top).unwrap_or(0.0);
         if max == 0.0 {
             b.d = 0.0;
             b.qs = [0; QK_K];
@@ -590,8 +645,10 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
             continue;
         }
         let iscale = -128.0 / max;
-        for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = round(iscale * v).min(127) as i8;
+        for (qs, xs) in b.qs.chunks_exact_mut(QK).zip(xs.chunks_exact(QK)) {
+            for (q, r) in qs.iter_mut().zip(round_block(xs, iscale)) {
+                *q = r.min(127) as i8;
+            }
         }
         for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();
@@ -723,6 +780,15 @@ pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[BlockQ8K]) -> [f32; 8] {
     std::array::from_fn(|r| {
         let row: Vec<BlockQ4K> = x.iter().map(|b| b.row(r)).collect();
         dot_q4k(&row, y)
+    })
+}
+
+/// Eight interleaved Q6_K rows against one activation row, as
+/// [`dot_q6k`] computes each.
+pub fn dot_q6kx8(x: &[BlockQ6Kx8], y: &[BlockQ8K]) -> [f32; 8] {
+    std::array::from_fn(|r| {
+        let row: Vec<BlockQ6K> = x.iter().map(|b| b.row(r)).collect();
+        dot_q6k(&row, y)
     })
 }
 

@@ -321,6 +321,25 @@ fn interleaved_q4k_kernels_match_the_reference() {
     .check();
 }
 
+#[test]
+fn interleaved_q6k_kernels_match_the_reference() {
+    Interleaved {
+        name: "q6kx8",
+        values: QK_K,
+        blocks: q6k_blocks,
+        interleave: BlockQ6Kx8::interleave,
+        row: BlockQ6Kx8::row,
+        dequantize: dequantize_q6k,
+        quantize: quantize_q8k,
+        expand: |a: &[BlockQ8K]| a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect(),
+        offsets: |_| 0.0,
+        reference: dot_q6k,
+        kernel: |k| k.q6kx8,
+        kernel16: |k| k.q6kx16,
+    }
+    .check();
+}
+
 /// The AVX-512 VNNI kernels give exactly AVX2's results (the same integer
 /// sums, then the same float operations), so a model's outputs do not
 /// depend on which of the two a CPU gets. Runs where the CPU has AVX-512
@@ -472,27 +491,6 @@ fn q5_0_kernels_match_the_reference() {
     });
 }
 
-fn q6k_blocks(rng: &mut Rng, n: usize, fill: Fill) -> Vec<BlockQ6K> {
-    (0..n)
-        .map(|_| match fill {
-            Fill::Random => BlockQ6K {
-                ql: std::array::from_fn(|_| rng.byte()),
-                qh: std::array::from_fn(|_| rng.byte()),
-                scales: std::array::from_fn(|_| rng.byte() as i8),
-                d: rng.f16(0.01),
-            },
-            Fill::Zeros => BlockQ6K::zeroed(),
-            // Every value at -32 (q = 0), the scales at both extremes.
-            Fill::Max => BlockQ6K {
-                ql: [0; 128],
-                qh: [0; 64],
-                scales: std::array::from_fn(|s| if s % 2 == 0 { i8::MIN } else { i8::MAX }),
-                d: f16::from_f32(0.5),
-            },
-        })
-        .collect()
-}
-
 #[test]
 fn q6k_kernels_match_the_reference() {
     cases(|rng, wf, af, n| {
@@ -574,6 +572,51 @@ fn blocks_expand_as_candle_expands_them() {
             &q6k_blocks(&mut rng, 2, fill),
             dequantize_q6k,
             QK_K,
+        );
+    }
+}
+
+/// The Q8_K quantizer gives, byte for byte, what a running search for the
+/// largest magnitude and a rounding of each value give: on random values,
+/// zeros, the extremes, ties of magnitude with both signs, and signed
+/// zeros.
+#[test]
+fn q8k_activations_are_the_plain_quantizer_s_bytes() {
+    fn plain(xs: &[f32]) -> BlockQ8K {
+        let mut b = BlockQ8K::zeroed();
+        let max = xs
+            .iter()
+            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        if max == 0.0 {
+            return b;
+        }
+        let iscale = -128.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = ((iscale * v).round() as i32).min(127) as i8;
+        }
+        for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+        b
+    }
+    let mut rng = Rng(17);
+    let mut rows: Vec<Vec<f32>> = FILLS.iter().map(|&f| activations(&mut rng, QK_K, f)).collect();
+    let mut ties = rng.values(QK_K, 1.0);
+    (ties[9], ties[200]) = (-7.5, 7.5);
+    rows.push(ties.clone());
+    (ties[9], ties[200]) = (7.5, -7.5);
+    rows.push(ties.clone());
+    let mut odd = rng.values(QK_K, 3.0);
+    (odd[3], odd[100]) = (-0.0, 0.0);
+    rows.push(odd);
+    for xs in &rows {
+        let mut got = [BlockQ8K::zeroed()];
+        quantize_q8k(xs, &mut got);
+        assert_eq!(
+            bytemuck::bytes_of(&got[0]),
+            bytemuck::bytes_of(&plain(xs)),
+            "{xs:?}"
         );
     }
 }

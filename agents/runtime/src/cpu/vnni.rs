@@ -46,11 +46,12 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
-    q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, sub_sum,
+    q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, q6k_acts, q6k_at, q6k_finish, q6k_run,
+    q6k_scaled, q6k_scales8, sub_sum,
 };
 use super::quant::{
-    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ8_0, BlockQ8_0S,
-    BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, inverse_scale, q8_1_scales,
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6Kx8, BlockQ8_0,
+    BlockQ8_0S, BlockQ8_0x8, BlockQ8_1, BlockQ8K, QK, inverse_scale, q8_1_scales,
 };
 
 /// Each 32-bit lane's four unsigned × signed byte products, as f32.
@@ -463,6 +464,94 @@ fn q4kx16_n<const N: usize>(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f3
         out[8..].copy_from_slice(&lanes(b));
         out
     })
+}
+
+/// Eight interleaved Q6_K weight rows against one to eight activation
+/// rows, as [`super::avx2::dot_q6kx8`].
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    by_rows!(q6kx8_n, x, y, out);
+}
+
+/// [`dot_q6kx8`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6kx8_n<const N: usize>(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x.len()]);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, x) in x.iter().enumerate() {
+        prefetch_ahead(x);
+        let mut sums = [_mm256_setzero_si256(); N];
+        for sub in 0..16 {
+            let mut dot = [_mm256_setzero_si256(); N];
+            for m in 0..4 {
+                let q = q6k_run(x, sub, m);
+                for j in 0..N {
+                    dot[j] =
+                        _mm256_dpbusd_epi32(dot[j], q, broadcast4(q6k_acts(&y[j][i], sub), q6k_at(sub, m)));
+                }
+            }
+            let scale = q6k_scales8(x, sub);
+            for j in 0..N {
+                sums[j] = q6k_scaled(sums[j], dot[j], scale, &y[j][i], sub);
+            }
+        }
+        for j in 0..N {
+            acc[j] = q6k_finish(x, y[j][i].d, sums[j], acc[j]);
+        }
+    }
+    acc.map(|a| lanes(a))
+}
+
+/// Two neighbouring groups of eight interleaved Q6_K weight rows against
+/// one to eight activation rows, as [`dot_q4_1x16`]: each group's sums
+/// are exactly what [`dot_q6kx8`] gives.
+///
+/// # Safety
+/// The CPU must have the features in the module's header.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub fn dot_q6kx16(x: [&[BlockQ6Kx8]; 2], y: &[&[BlockQ8K]], out: &mut [[f32; 16]]) {
+    by_rows!(q6kx16_n, x, y, out);
+}
+
+/// [`dot_q6kx16`] for `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6kx16_n<const N: usize>(x: [&[BlockQ6Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f32; 16]; N] {
+    let [x0, x1] = x;
+    assert_eq!(x0.len(), x1.len(), "two groups of the same length");
+    let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x0.len()]);
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
+        prefetch_ahead(a);
+        prefetch_ahead(b);
+        let mut sums = [_mm512_setzero_si512(); N];
+        for sub in 0..16 {
+            let mut dot = [_mm512_setzero_si512(); N];
+            for m in 0..4 {
+                let q = join(q6k_run(a, sub, m), q6k_run(b, sub, m));
+                for j in 0..N {
+                    let acts = broadcast4x16(q6k_acts(&y[j][i], sub), q6k_at(sub, m));
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], q, acts);
+                }
+            }
+            let scale = join(q6k_scales8(a, sub), q6k_scales8(b, sub));
+            for j in 0..N {
+                let offset = _mm512_set1_epi32(32 * y[j][i].bsums[sub] as i32);
+                let scaled = _mm512_mullo_epi32(_mm512_sub_epi32(dot[j], offset), scale);
+                sums[j] = _mm512_add_epi32(sums[j], scaled);
+            }
+        }
+        let d = join_f16(&a.d, &b.d);
+        for j in 0..N {
+            let yd = _mm512_set1_ps(y[j][i].d);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_mul_ps(d, yd), acc[j]);
+        }
+    }
+    acc.map(|a| lanes16(a))
 }
 
 /// Two 256-bit vectors as one, `lo` in the low half.
