@@ -9,8 +9,8 @@
 use bytemuck::Zeroable;
 use half::f16;
 
-use super::Kernels;
 use super::quant::*;
+use super::{Dot8, Dot16, Kernels};
 
 /// A small deterministic generator (xorshift); samples need no crate for it.
 pub(super) struct Rng(pub(super) u64);
@@ -183,6 +183,38 @@ pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     }
 }
 
+/// Eight rows' blocks interleaved into groups: the rows in order, and in
+/// reverse order (a second group).
+fn groups<B, G>(rows: &[Vec<B>], interleave: fn([&B; 8]) -> G) -> [Vec<G>; 2] {
+    [false, true].map(|reversed| {
+        (0..rows[0].len())
+            .map(|i| {
+                interleave(std::array::from_fn(|r| {
+                    &rows[if reversed { 7 - r } else { r }][i]
+                }))
+            })
+            .collect()
+    })
+}
+
+/// Two sets' sixteen-row kernels on the same groups and activation rows.
+fn sixteen<W, A>(kernels: [Dot16<W, A>; 2], w: &[Vec<W>; 2], y: &[&[A]]) -> [Vec<f32>; 2] {
+    kernels.map(|k| {
+        let mut out = vec![[0.0f32; 16]; y.len()];
+        k([&w[0], &w[1]], y, &mut out);
+        out.into_flattened()
+    })
+}
+
+/// Two sets' eight-row kernels on the same group and activation rows.
+fn eight<W, A>(kernels: [Dot8<W, A>; 2], w: &[W], y: &[&[A]]) -> [Vec<f32>; 2] {
+    kernels.map(|k| {
+        let mut out = vec![[0.0f32; 8]; y.len()];
+        k(w, y, &mut out);
+        out.into_flattened()
+    })
+}
+
 /// Whether `b`'s byte-quantized kernels (Q4_0, Q4_1, Q5_0, Q8_0 in their
 /// one-, four-, eight- and sixteen-row forms, and Q4_K's and Q6_K's
 /// eight- and sixteen-row ones) give exactly `a`'s results on every sample: the first
@@ -241,39 +273,17 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
         same(&(a.q4_1x4)(&w41[1], f1), &(b.q4_1x4)(&w41[1], f1), "q4_1x4");
         same(&(a.q8_0x4)(&w80[1], f0), &(b.q8_0x4)(&w80[1], f0), "q8_0x4");
         same(&(a.q5_0x4)(&w50, f0), &(b.q5_0x4)(&w50, f0), "q5_0x4");
-        let g41: Vec<_> = (0..n)
-            .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[r][i])))
-            .collect();
-        let g80: Vec<_> = (0..n)
-            .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[r][i])))
-            .collect();
-        // A second group: the same rows in reverse order.
-        let h41: Vec<_> = (0..n)
-            .map(|i| BlockQ4_1x8::interleave(std::array::from_fn(|r| &w41[7 - r][i])))
-            .collect();
+        // Each format's rows as two groups: in order, and reversed.
+        let g41 = groups(&w41, BlockQ4_1x8::interleave);
+        let g80 = groups(&w80, BlockQ8_0x8::interleave);
         let w50s: Vec<_> = (0..8).map(|r| q5_0_blocks(rng, n, fill(r))).collect();
-        let g50: Vec<_> = (0..n)
-            .map(|i| BlockQ5_0x8::interleave(std::array::from_fn(|r| &w50s[r][i])))
-            .collect();
-        let h50: Vec<_> = (0..n)
-            .map(|i| BlockQ5_0x8::interleave(std::array::from_fn(|r| &w50s[7 - r][i])))
-            .collect();
-        // Q4_K: super-blocks of 256, with activations of their own.
+        let g50 = groups(&w50s, BlockQ5_0x8::interleave);
+        // The K-quants: super-blocks of 256, with activations of their own.
         let nk = n.div_ceil(4);
         let w4k: Vec<_> = (0..8).map(|r| q4k_blocks(rng, nk, fill(r))).collect();
-        let g4k: Vec<_> = (0..nk)
-            .map(|i| BlockQ4Kx8::interleave(std::array::from_fn(|r| &w4k[r][i])))
-            .collect();
-        let h4k: Vec<_> = (0..nk)
-            .map(|i| BlockQ4Kx8::interleave(std::array::from_fn(|r| &w4k[7 - r][i])))
-            .collect();
+        let g4k = groups(&w4k, BlockQ4Kx8::interleave);
         let w6k: Vec<_> = (0..8).map(|r| q6k_blocks(rng, nk, fill(r))).collect();
-        let g6k: Vec<_> = (0..nk)
-            .map(|i| BlockQ6Kx8::interleave(std::array::from_fn(|r| &w6k[r][i])))
-            .collect();
-        let h6k: Vec<_> = (0..nk)
-            .map(|i| BlockQ6Kx8::interleave(std::array::from_fn(|r| &w6k[7 - r][i])))
-            .collect();
+        let g6k = groups(&w6k, BlockQ6Kx8::interleave);
         let yk: Vec<Vec<BlockQ8K>> = (0..8)
             .map(|j| {
                 let mut a = vec![BlockQ8K::zeroed(); nk];
@@ -282,84 +292,21 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
             })
             .collect();
         let yk: Vec<&[BlockQ8K]> = yk.iter().map(|a| &a[..]).collect();
-        let h80: Vec<_> = (0..n)
-            .map(|i| BlockQ8_0x8::interleave(std::array::from_fn(|r| &w80[7 - r][i])))
-            .collect();
         for m in 1..=8 {
-            let (mut x, mut y) = (vec![[0.0f32; 16]; m], vec![[0.0f32; 16]; m]);
-            (a.q4_1x16)([&g41, &h41], &y1[..m], &mut x);
-            (b.q4_1x16)([&g41, &h41], &y1[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q4_1x16 with {m} rows"),
-            );
-            (a.q8_0x16)([&g80, &h80], &y0s[..m], &mut x);
-            (b.q8_0x16)([&g80, &h80], &y0s[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q8_0x16 with {m} rows"),
-            );
-            (a.q6kx16)([&g6k, &h6k], &yk[..m], &mut x);
-            (b.q6kx16)([&g6k, &h6k], &yk[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q6kx16 with {m} rows"),
-            );
-            (a.q4kx16)([&g4k, &h4k], &yk[..m], &mut x);
-            (b.q4kx16)([&g4k, &h4k], &yk[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q4kx16 with {m} rows"),
-            );
-            (a.q5_0x16)([&g50, &h50], &y0s[..m], &mut x);
-            (b.q5_0x16)([&g50, &h50], &y0s[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q5_0x16 with {m} rows"),
-            );
-        }
-        for m in 1..=8 {
-            let (mut x, mut y) = (vec![[0.0f32; 8]; m], vec![[0.0f32; 8]; m]);
-            (a.q4_1x8)(&g41, &y1[..m], &mut x);
-            (b.q4_1x8)(&g41, &y1[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q4_1x8 with {m} rows"),
-            );
-            (a.q8_0x8)(&g80, &y0s[..m], &mut x);
-            (b.q8_0x8)(&g80, &y0s[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q8_0x8 with {m} rows"),
-            );
-            (a.q6kx8)(&g6k, &yk[..m], &mut x);
-            (b.q6kx8)(&g6k, &yk[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q6kx8 with {m} rows"),
-            );
-            (a.q4kx8)(&g4k, &yk[..m], &mut x);
-            (b.q4kx8)(&g4k, &yk[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q4kx8 with {m} rows"),
-            );
-            (a.q5_0x8)(&g50, &y0s[..m], &mut x);
-            (b.q5_0x8)(&g50, &y0s[..m], &mut y);
-            same(
-                x.as_flattened(),
-                y.as_flattened(),
-                &format!("q5_0x8 with {m} rows"),
-            );
+            for (kernel, [x, y]) in [
+                ("q4_1x16", sixteen([a.q4_1x16, b.q4_1x16], &g41, &y1[..m])),
+                ("q8_0x16", sixteen([a.q8_0x16, b.q8_0x16], &g80, &y0s[..m])),
+                ("q5_0x16", sixteen([a.q5_0x16, b.q5_0x16], &g50, &y0s[..m])),
+                ("q4kx16", sixteen([a.q4kx16, b.q4kx16], &g4k, &yk[..m])),
+                ("q6kx16", sixteen([a.q6kx16, b.q6kx16], &g6k, &yk[..m])),
+                ("q4_1x8", eight([a.q4_1x8, b.q4_1x8], &g41[0], &y1[..m])),
+                ("q8_0x8", eight([a.q8_0x8, b.q8_0x8], &g80[0], &y0s[..m])),
+                ("q5_0x8", eight([a.q5_0x8, b.q5_0x8], &g50[0], &y0s[..m])),
+                ("q4kx8", eight([a.q4kx8, b.q4kx8], &g4k[0], &yk[..m])),
+                ("q6kx8", eight([a.q6kx8, b.q6kx8], &g6k[0], &yk[..m])),
+            ] {
+                same(&x, &y, &format!("{kernel} with {m} rows"));
+            }
         }
     });
     verdict
