@@ -81,21 +81,41 @@ fn check_x4<W, A: Pod + Zeroable>(
     }
 }
 
-#[test]
-fn q4_0_kernels_match_the_reference() {
+/// A format with Q8_0 activations: its kernels against the reference, and
+/// its four-row kernels against its one-row ones.
+fn check_with_q8_0_acts<W: Pod>(
+    name: &str,
+    blocks: fn(&mut Rng, usize, Fill) -> Vec<W>,
+    dequantize: fn(&[W], &mut [f32]),
+    reference: Dot<W, BlockQ8_0>,
+    one: fn(&Kernels) -> Dot<W, BlockQ8_0>,
+    four: fn(&Kernels) -> Dot4<W, BlockQ8_0>,
+) {
     cases(|rng, wf, af, n| {
-        let w = q4_0_blocks(rng, n, wf);
+        let w = blocks(rng, n, wf);
         let mut a = vec![BlockQ8_0::zeroed(); n];
         quantize_q8_0(&activations(rng, n * QK, af), &mut a);
         let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
-        dequantize_q4_0(&w, &mut wx);
+        dequantize(&w, &mut wx);
         dequantize_q8_0(&a, &mut ax);
-        let want = dot_q4_0(&w, &a);
+        let want = reference(&w, &a);
         let mag = abs_dot(&wx, &ax);
-        let what = format!("q4_0 {wf:?}/{af:?}/{n}");
-        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q4_0)(&w, &a));
-        check_x4(rng, &w, &a, QK, |k| k.q4_0, |k| k.q4_0x4, quantize_q8_0, "q4_0");
+        let what = format!("{name} {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| one(k)(&w, &a));
+        check_x4(rng, &w, &a, QK, one, four, quantize_q8_0, name);
     });
+}
+
+#[test]
+fn q4_0_kernels_match_the_reference() {
+    check_with_q8_0_acts(
+        "q4_0",
+        q4_0_blocks,
+        dequantize_q4_0,
+        dot_q4_0,
+        |k| k.q4_0,
+        |k| k.q4_0x4,
+    );
 }
 
 #[test]
@@ -459,54 +479,31 @@ fn triage_kernels_picks_a_set_and_says_when_it_cannot() {
 
 #[test]
 fn q8_0_kernels_match_the_reference() {
-    cases(|rng, wf, af, n| {
-        let w = q8_0_blocks(rng, n, wf);
-        let mut a = vec![BlockQ8_0::zeroed(); n];
-        quantize_q8_0(&activations(rng, n * QK, af), &mut a);
-        let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
-        dequantize_q8_0(&w, &mut wx);
-        dequantize_q8_0(&a, &mut ax);
-        let want = dot_q8_0(&w, &a);
-        let mag = abs_dot(&wx, &ax);
-        let what = format!("q8_0 {wf:?}/{af:?}/{n}");
-        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q8_0)(&w, &a));
-        check_x4(rng, &w, &a, QK, |k| k.q8_0, |k| k.q8_0x4, quantize_q8_0, "q8_0");
-    });
+    check_with_q8_0_acts(
+        "q8_0",
+        q8_0_blocks,
+        dequantize_q8_0,
+        dot_q8_0,
+        |k| k.q8_0,
+        |k| k.q8_0x4,
+    );
 }
 
 #[test]
 fn q5_0_kernels_match_the_reference() {
-    cases(|rng, wf, af, n| {
-        let w = q5_0_blocks(rng, n, wf);
-        let mut a = vec![BlockQ8_0::zeroed(); n];
-        quantize_q8_0(&activations(rng, n * QK, af), &mut a);
-        let (mut wx, mut ax) = (vec![0.0; n * QK], vec![0.0; n * QK]);
-        dequantize_q5_0(&w, &mut wx);
-        dequantize_q8_0(&a, &mut ax);
-        let want = dot_q5_0(&w, &a);
-        let mag = abs_dot(&wx, &ax);
-        let what = format!("q5_0 {wf:?}/{af:?}/{n}");
-        check_against_reference(want, dot_f32(&wx, &ax), mag, 1.0, &what, |k| (k.q5_0)(&w, &a));
-        check_x4(rng, &w, &a, QK, |k| k.q5_0, |k| k.q5_0x4, quantize_q8_0, "q5_0");
-    });
+    check_with_q8_0_acts(
+        "q5_0",
+        q5_0_blocks,
+        dequantize_q5_0,
+        dot_q5_0,
+        |k| k.q5_0,
+        |k| k.q5_0x4,
+    );
 }
 
 #[test]
 fn q6k_kernels_match_the_reference() {
-    cases(|rng, wf, af, n| {
-        let n = n.div_ceil(4); // super-blocks of 256: 1, 1, 1, 2, 5, 12
-        let w = q6k_blocks(rng, n, wf);
-        let mut a = vec![BlockQ8K::zeroed(); n];
-        quantize_q8k(&activations(rng, n * QK_K, af), &mut a);
-        let mut wx = vec![0.0; n * QK_K];
-        dequantize_q6k(&w, &mut wx);
-        let ax: Vec<f32> = a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect();
-        let want = dot_q6k(&w, &a);
-        let mag = abs_dot(&wx, &ax);
-        let what = format!("q6k {wf:?}/{af:?}/{n}");
-        check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| (k.q6k)(&w, &a));
-        check_x4(rng, &w, &a, QK_K, |k| k.q6k, |k| k.q6kx4, quantize_q8k, "q6k");
-    });
+    check_with_q8k_acts("q6k", q6k_blocks, dequantize_q6k, dot_q6k, |k| k.q6k, |k| k.q6kx4);
 }
 
 /// The block layouts read as ggml lays them out: every format's values
@@ -621,15 +618,24 @@ fn q8k_activations_are_the_plain_quantizer_s_bytes() {
     }
 }
 
-#[test]
-fn q4k_kernels_match_the_reference() {
+/// A K-quant format (Q8_K activations, whose sums of sixteen are checked
+/// too): its kernels against the reference, and its four-row kernels
+/// against its one-row ones.
+fn check_with_q8k_acts<W: Pod>(
+    name: &str,
+    blocks: fn(&mut Rng, usize, Fill) -> Vec<W>,
+    dequantize: fn(&[W], &mut [f32]),
+    reference: Dot<W, BlockQ8K>,
+    one: fn(&Kernels) -> Dot<W, BlockQ8K>,
+    four: fn(&Kernels) -> Dot4<W, BlockQ8K>,
+) {
     cases(|rng, wf, af, n| {
         let n = n.div_ceil(4); // super-blocks of 256: 1, 1, 1, 2, 5, 12
-        let w = q4k_blocks(rng, n, wf);
+        let w = blocks(rng, n, wf);
         let mut a = vec![BlockQ8K::zeroed(); n];
         quantize_q8k(&activations(rng, n * QK_K, af), &mut a);
         let mut wx = vec![0.0; n * QK_K];
-        dequantize_q4k(&w, &mut wx);
+        dequantize(&w, &mut wx);
         let ax: Vec<f32> = a.iter().flat_map(|b| b.qs.map(|q| b.d * q as f32)).collect();
         for b in &a {
             for (j, s) in b.bsums.iter().enumerate() {
@@ -639,12 +645,17 @@ fn q4k_kernels_match_the_reference() {
                 );
             }
         }
-        let want = dot_q4k(&w, &a);
+        let want = reference(&w, &a);
         let mag = abs_dot(&wx, &ax);
-        let what = format!("q4k {wf:?}/{af:?}/{n}");
-        check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| (k.q4k)(&w, &a));
-        check_x4(rng, &w, &a, QK_K, |k| k.q4k, |k| k.q4kx4, quantize_q8k, "q4k");
+        let what = format!("{name} {wf:?}/{af:?}/{n}");
+        check_against_reference(want, dot_f32(&wx, &ax), mag, 10.0, &what, |k| one(k)(&w, &a));
+        check_x4(rng, &w, &a, QK_K, one, four, quantize_q8k, name);
     });
+}
+
+#[test]
+fn q4k_kernels_match_the_reference() {
+    check_with_q8k_acts("q4k", q4k_blocks, dequantize_q4k, dot_q4k, |k| k.q4k, |k| k.q4kx4);
 }
 
 #[test]
