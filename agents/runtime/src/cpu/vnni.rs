@@ -160,11 +160,7 @@ fn q8_0x8_n<const N: usize>(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32;
         // SAFETY: `d` is 16 readable bytes.
         let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
         for j in 0..N {
-            let b = &y[j][i];
-            let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
-            let offset = _mm256_set1_epi32(128 * b.sum as i32);
-            let sums = _mm256_sub_epi32(_mm256_add_epi32(s[j][0], s[j][1]), offset);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);
+            acc[j] = offset_block(dx, &y[j][i], s[j], 128, acc[j]);
         }
     }
     acc.map(|a| lanes(a))
@@ -261,11 +257,7 @@ fn q8_0x16_n<const N: usize>(x: [&[BlockQ8_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> 
         }
         let dx = join_f16(&a.d, &b.d);
         for j in 0..N {
-            let b = &y[j][i];
-            let d = _mm512_mul_ps(dx, _mm512_set1_ps(b.d.to_f32()));
-            let offset = _mm512_set1_epi32(128 * b.sum as i32);
-            let sums = _mm512_sub_epi32(_mm512_add_epi32(s[j][0], s[j][1]), offset);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[j]);
+            acc[j] = offset_block16(dx, &y[j][i], s[j], 128, acc[j]);
         }
     }
     acc.map(|a| lanes16(a))
@@ -302,11 +294,7 @@ fn q5_0x8_n<const N: usize>(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32;
         // SAFETY: `d` is 16 readable bytes.
         let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
         for j in 0..N {
-            let b = &y[j][i];
-            let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
-            let offset = _mm256_set1_epi32(16 * b.sum as i32);
-            let sums = _mm256_sub_epi32(_mm256_add_epi32(s[j][0], s[j][1]), offset);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);
+            acc[j] = offset_block(dx, &y[j][i], s[j], 16, acc[j]);
         }
     }
     acc.map(|a| lanes(a))
@@ -346,11 +334,7 @@ fn q5_0x16_n<const N: usize>(x: [&[BlockQ5_0x8]; 2], y: &[&[BlockQ8_0S]; N]) -> 
         }
         let dx = join_f16(&a.d, &b.d);
         for j in 0..N {
-            let b = &y[j][i];
-            let d = _mm512_mul_ps(dx, _mm512_set1_ps(b.d.to_f32()));
-            let offset = _mm512_set1_epi32(16 * b.sum as i32);
-            let sums = _mm512_sub_epi32(_mm512_add_epi32(s[j][0], s[j][1]), offset);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc[j]);
+            acc[j] = offset_block16(dx, &y[j][i], s[j], 16, acc[j]);
         }
     }
     acc.map(|a| lanes16(a))
@@ -593,6 +577,32 @@ fn join_f16(lo: &[half::f16; 8], hi: &[half::f16; 8]) -> __m512 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn broadcast4x16(qs: &[i8; 32], at: usize) -> __m512i {
     _mm512_set1_epi32(four_bytes(qs, at))
+}
+
+/// One block's sums of weights stored plus `offset` (two accumulators),
+/// less `offset` times the activations' sum, scaled by the weights' `dx`
+/// and the activations' scale into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn offset_block(dx: __m256, y: &BlockQ8_0S, s: [__m256i; 2], offset: i32, acc: __m256) -> __m256 {
+    let d = _mm256_mul_ps(dx, _mm256_set1_ps(y.d.to_f32()));
+    let sums = _mm256_sub_epi32(
+        _mm256_add_epi32(s[0], s[1]),
+        _mm256_set1_epi32(offset * y.sum as i32),
+    );
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc)
+}
+
+/// [`offset_block`] for two groups' sixteen lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn offset_block16(dx: __m512, y: &BlockQ8_0S, s: [__m512i; 2], offset: i32, acc: __m512) -> __m512 {
+    let d = _mm512_mul_ps(dx, _mm512_set1_ps(y.d.to_f32()));
+    let sums = _mm512_sub_epi32(
+        _mm512_add_epi32(s[0], s[1]),
+        _mm512_set1_epi32(offset * y.sum as i32),
+    );
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), d, acc)
 }
 
 /// Sixteen lanes of f32 as an array.
