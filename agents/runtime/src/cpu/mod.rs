@@ -465,8 +465,9 @@ pub struct Kernels {
     pub q5_0x16: Dot16<BlockQ5_0x8, BlockQ8_0S>,
     pub q4kx16: Dot16<BlockQ4Kx8, BlockQ8K>,
     pub q6kx16: Dot16<BlockQ6Kx8, BlockQ8K>,
-    /// Whether Q4_1 and Q8_0 weights are interleaved at load for these
-    /// kernels (where their eight-row kernels are the faster ones).
+    /// Whether Q4_1, Q5_0, Q8_0, Q4_K and Q6_K weights are interleaved at
+    /// load for these kernels (where their eight-row kernels are the faster
+    /// ones).
     pub interleave: bool,
     /// One head's attention over a cache (see [`attend`]).
     pub attend: Attend,

@@ -1,5 +1,6 @@
 //! AVX-512 VNNI dot products for the byte-quantized formats (Q4_0, Q4_1,
-//! Q8_0, and their four- and eight-row forms).
+//! Q5_0, Q8_0, and their four-, eight- and sixteen-row forms; the
+//! interleaved Q4_K and Q6_K).
 //!
 //! They are [`super::avx2`]'s kernels with one change: `vpdpbusd` sums
 //! four unsigned × signed byte products into each 32-bit lane in one
