@@ -645,8 +645,8 @@ impl Kernels {
 
     /// The kernels for this CPU, chosen once per process: AVX-512 VNNI's
     /// where the CPU has AVX-512 VNNI and they give AVX2's results bit for
-    /// bit on the sample blocks ([`parity::same_byte_results`], a few
-    /// milliseconds), AVX2's where it has AVX2, FMA and F16C, the portable
+    /// bit on the sample blocks of up to seven blocks
+    /// ([`parity::same_byte_results_on`], about 10–15 ms), AVX2's where it has AVX2, FMA and F16C, the portable
     /// ones elsewhere. `TRIAGE_KERNELS` asks for a set: `avx512vnni`,
     /// `avx2`, or `portable` (for comparison and debugging); one the CPU
     /// lacks falls back to the best it has, with a warning.
@@ -669,7 +669,9 @@ impl Kernels {
         let fallback = avx2.unwrap_or(Kernels::PORTABLE);
         // The VNNI set, checked against AVX2's only where it may be used.
         let checked_vnni = || match (avx2, vnni) {
-            (Some(avx2), Some(vnni)) => Some(parity::same_byte_results(&avx2, &vnni).map(|()| vnni)),
+            (Some(avx2), Some(vnni)) => {
+                Some(parity::same_byte_results_on(&avx2, &vnni, &parity::BEFORE_USE).map(|()| vnni))
+            }
             _ => None,
         };
         match wanted {

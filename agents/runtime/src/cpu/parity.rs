@@ -169,12 +169,22 @@ pub(super) fn activations(rng: &mut Rng, n: usize, fill: Fill) -> Vec<f32> {
     }
 }
 
+/// The block counts of the check before use (the shorter ones: it runs in
+/// every process that loads a model; the tests run them all).
+pub const BEFORE_USE: [usize; 4] = [1, 2, 3, 7];
+
 /// Runs `check(weights fill, activation fill, blocks)` for every case.
-pub(super) fn cases(mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
+#[cfg(test)]
+pub(super) fn cases(check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
+    cases_of(&BLOCK_COUNTS, check)
+}
+
+/// [`cases`] with only these block counts.
+fn cases_of(counts: &[usize], mut check: impl FnMut(&mut Rng, Fill, Fill, usize)) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for wf in FILLS {
         for af in FILLS {
-            for n in BLOCK_COUNTS {
+            for &n in counts {
                 for _ in 0..4 {
                     check(&mut rng, wf, af, n);
                 }
@@ -220,6 +230,11 @@ fn eight<W, A>(kernels: [Dot8<W, A>; 2], w: &[W], y: &[&[A]]) -> [Vec<f32>; 2] {
 /// eight- and sixteen-row ones) give exactly `a`'s results on every sample: the first
 /// difference otherwise, named by kernel and case.
 pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
+    same_byte_results_on(a, b, &BLOCK_COUNTS)
+}
+
+/// [`same_byte_results`] on the samples of these block counts only.
+pub fn same_byte_results_on(a: &Kernels, b: &Kernels, counts: &[usize]) -> Result<(), String> {
     let acts_of = |rng: &mut Rng, n: usize, f: Fill| {
         let x = activations(rng, n * QK, f);
         let (mut a0, mut a1) = (vec![BlockQ8_0::zeroed(); n], vec![BlockQ8_1::zeroed(); n]);
@@ -231,7 +246,7 @@ pub fn same_byte_results(a: &Kernels, b: &Kernels) -> Result<(), String> {
     };
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let mut verdict = Ok(());
-    cases(|rng, wf, af, n| {
+    cases_of(counts, |rng, wf, af, n| {
         if verdict.is_err() {
             return;
         }

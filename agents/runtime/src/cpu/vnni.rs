@@ -21,7 +21,8 @@
 //! [`super::Kernels::detect`] does not take them on trust: before it uses
 //! them, once per process, it checks that they give AVX2's results bit for
 //! bit on the kernel tests' sample blocks
-//! ([`super::parity::same_byte_results`], about 8 ms); a CPU where they do
+//! ([`super::parity::same_byte_results_on`] on the samples of up to seven
+//! blocks, about 10–15 ms); a CPU where they do
 //! not gets AVX2's kernels and a warning that says where they differed.
 //!
 //! The block layouts, the interleaved rows and the helpers are AVX2's. The
