@@ -291,9 +291,8 @@ fn q4k_block(values: &([__m256i; 8], [(u8, u8); 8]), y: &BlockQ8K) -> (__m256i, 
     let mut mins = 0i32;
     let mut sums = _mm256_setzero_si256();
     for (j, (q, &(scale, min))) in q.iter().zip(scales).enumerate() {
-        mins += min as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
-        let a: &[i8; 32] = y.qs[32 * j..32 * j + 32].try_into().expect("32 values");
-        let pairs = _mm256_maddubs_epi16(*q, load32(a));
+        mins += min as i32 * sub_sum(y, j);
+        let pairs = _mm256_maddubs_epi16(*q, load32(q4k_acts(y, j)));
         sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, _mm256_set1_epi16(scale as i16)));
     }
     (sums, mins)
@@ -309,7 +308,7 @@ fn q4k_block(values: &([__m256i; 8], [(u8, u8); 8]), y: &BlockQ8K) -> (__m256i, 
 pub fn dot_q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut total = 0.0f32;
     for (x, y) in x.iter().zip(y) {
-        total += x.d.to_f32() * y.d * (q6k_block(x, &y.qs) - 32 * q6k_offsets(x, y)) as f32;
+        total += x.d.to_f32() * y.d * (q6k_sum(x, &q6k_values(x), &y.qs) - 32 * q6k_offsets(x, y)) as f32;
     }
     total
 }
@@ -384,13 +383,6 @@ fn q6k_sum(x: &BlockQ6K, q: &[__m256i; 8], a: &[i8; 256]) -> i32 {
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, scales));
     }
     hsum_i32(sum)
-}
-
-/// [`q6k_sum`] with the block unpacked here.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q6k_block(x: &BlockQ6K, a: &[i8; 256]) -> i32 {
-    q6k_sum(x, &q6k_values(x), a)
 }
 
 /// The sum of eight i32 lanes.
@@ -719,14 +711,15 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
             for m in 0..8 {
                 let q = q4k_run(x, sub, m, low);
                 for j in 0..N {
-                    let a: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
-                    dot[j] = _mm256_add_epi16(dot[j], _mm256_maddubs_epi16(q, broadcast4(a, 4 * m)));
+                    let a = broadcast4(q4k_acts(&y[j][i], sub), 4 * m);
+                    dot[j] = _mm256_add_epi16(dot[j], _mm256_maddubs_epi16(q, a));
                 }
             }
             for j in 0..N {
                 let dot = _mm256_madd_epi16(dot[j], ones);
+                let ysum = _mm256_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot, scale));
-                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, sub_sum(&y[j][i], sub)));
+                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, ysum));
             }
         }
         for j in 0..N {
@@ -751,11 +744,16 @@ pub(super) fn q4k_run(x: &BlockQ4Kx8, sub: usize, m: usize, low: __m256i) -> __m
     }
 }
 
-/// The activations' sum over sub-block `sub` (32 values), in every lane.
+/// The 32 activations of Q4_K sub-block `sub`.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn sub_sum(y: &BlockQ8K, sub: usize) -> __m256i {
-    _mm256_set1_epi32(y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32)
+pub(super) fn q4k_acts(y: &BlockQ8K, sub: usize) -> &[i8; 32] {
+    y.qs[32 * sub..32 * sub + 32].try_into().expect("32 values")
+}
+
+/// The activations' sum over Q4_K sub-block `sub` (32 values).
+#[inline]
+pub(super) fn sub_sum(y: &BlockQ8K, sub: usize) -> i32 {
+    y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32
 }
 
 /// Sub-block `sub`'s 6-bit scales and mins of the eight rows of an

@@ -298,41 +298,25 @@ impl QMatrix {
         QMatrix::new(ty, self.rows, self.cols, self.data).expect("sizes agree")
     }
 
+    /// Row `r`'s blocks, out of its interleaved group.
+    fn ungrouped<G: Pod, B>(&self, r: usize, row: fn(&G, usize) -> B) -> Vec<B> {
+        quant::ungroup(self.row::<G>(r / 8), r % 8, row)
+    }
+
     /// Expands row `r` into `out` (`cols` values): the embedding lookup.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match self.ty {
             WeightType::Q4_0 => quant::dequantize_q4_0(self.row(r), out),
             WeightType::Q4_1 => quant::dequantize_q4_1(self.row(r), out),
-            WeightType::Q4_1x8 => {
-                let group: &[BlockQ4_1x8] = self.row(r / 8);
-                let blocks: Vec<BlockQ4_1> = group.iter().map(|b| b.row(r % 8)).collect();
-                quant::dequantize_q4_1(&blocks, out)
-            }
-            WeightType::Q8_0x8 => {
-                let group: &[BlockQ8_0x8] = self.row(r / 8);
-                for (b, out) in group.iter().zip(out.chunks_exact_mut(QK)) {
-                    quant::dequantize_q8_0(&[b.row(r % 8)], out);
-                }
-            }
+            WeightType::Q4_1x8 => quant::dequantize_q4_1(&self.ungrouped(r, BlockQ4_1x8::row), out),
             WeightType::Q8_0 => quant::dequantize_q8_0(self.row(r), out),
+            WeightType::Q8_0x8 => quant::dequantize_q8_0(&self.ungrouped(r, BlockQ8_0x8::row), out),
             WeightType::Q5_0 => quant::dequantize_q5_0(self.row(r), out),
-            WeightType::Q5_0x8 => {
-                let group: &[BlockQ5_0x8] = self.row(r / 8);
-                let blocks: Vec<BlockQ5_0> = group.iter().map(|b| b.row(r % 8)).collect();
-                quant::dequantize_q5_0(&blocks, out)
-            }
+            WeightType::Q5_0x8 => quant::dequantize_q5_0(&self.ungrouped(r, BlockQ5_0x8::row), out),
             WeightType::Q4K => quant::dequantize_q4k(self.row(r), out),
-            WeightType::Q4Kx8 => {
-                let group: &[BlockQ4Kx8] = self.row(r / 8);
-                let blocks: Vec<BlockQ4K> = group.iter().map(|b| b.row(r % 8)).collect();
-                quant::dequantize_q4k(&blocks, out)
-            }
+            WeightType::Q4Kx8 => quant::dequantize_q4k(&self.ungrouped(r, BlockQ4Kx8::row), out),
             WeightType::Q6K => quant::dequantize_q6k(self.row(r), out),
-            WeightType::Q6Kx8 => {
-                let group: &[BlockQ6Kx8] = self.row(r / 8);
-                let blocks: Vec<BlockQ6K> = group.iter().map(|b| b.row(r % 8)).collect();
-                quant::dequantize_q6k(&blocks, out)
-            }
+            WeightType::Q6Kx8 => quant::dequantize_q6k(&self.ungrouped(r, BlockQ6Kx8::row), out),
             WeightType::F32 => out.copy_from_slice(self.row::<f32>(r)),
         }
     }
@@ -646,8 +630,8 @@ impl Kernels {
     /// The kernels for this CPU, chosen once per process: AVX-512 VNNI's
     /// where the CPU has AVX-512 VNNI and they give AVX2's results bit for
     /// bit on the sample blocks of up to seven blocks
-    /// ([`parity::same_byte_results_on`], about 10–15 ms), AVX2's where it has AVX2, FMA and F16C, the portable
-    /// ones elsewhere. `TRIAGE_KERNELS` asks for a set: `avx512vnni`,
+    /// ([`parity::same_byte_results_on`], about 10–15 ms), AVX2's where it
+    /// has AVX2, FMA and F16C, the portable ones elsewhere. `TRIAGE_KERNELS` asks for a set: `avx512vnni`,
     /// `avx2`, or `portable` (for comparison and debugging); one the CPU
     /// lacks falls back to the best it has, with a warning.
     pub fn detect() -> Kernels {
@@ -1150,8 +1134,8 @@ fn rows(k: &Kernels, w: &QMatrix, acts: &Acts, out: &SharedMut<f32>, lo: usize, 
         WeightType::Q5_0x8 => tiles_x8(w, acts, out, lo, hi, k.q5_0x8, k.q5_0x16),
         WeightType::Q4K => tiles(w, acts, out, lo, hi, k.q4k, Some(k.q4kx4)),
         WeightType::Q4Kx8 => tiles_x8(w, acts, out, lo, hi, k.q4kx8, k.q4kx16),
-        WeightType::Q6Kx8 => tiles_x8(w, acts, out, lo, hi, k.q6kx8, k.q6kx16),
         WeightType::Q6K => tiles(w, acts, out, lo, hi, k.q6k, Some(k.q6kx4)),
+        WeightType::Q6Kx8 => tiles_x8(w, acts, out, lo, hi, k.q6kx8, k.q6kx16),
         WeightType::F32 => tiles(w, acts, out, lo, hi, k.f32, None),
     }
 }
@@ -1297,34 +1281,31 @@ fn two_groups<W, A>(dot: Dot8<W, A>, w: [&[W]; 2], acts: &[&[A]], out: &mut [[f3
     }
 }
 
-fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+/// An eight-row kernel made of a plain one, one activation row at a time.
+fn each_row<G, A>(dot: fn(&[G], &[A]) -> [f32; 8], x: &[G], y: &[&[A]], out: &mut [[f32; 8]]) {
     for (o, y) in out.iter_mut().zip(y) {
-        *o = quant::dot_q4_1x8(x, y);
+        *o = dot(x, y);
     }
+}
+
+fn portable_q4_1x8(x: &[BlockQ4_1x8], y: &[&[BlockQ8_1]], out: &mut [[f32; 8]]) {
+    each_row(quant::dot_q4_1x8, x, y, out)
 }
 
 fn portable_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
-    for (o, y) in out.iter_mut().zip(y) {
-        *o = quant::dot_q4kx8(x, y);
-    }
+    each_row(quant::dot_q4kx8, x, y, out)
 }
 
 fn portable_q6kx8(x: &[BlockQ6Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
-    for (o, y) in out.iter_mut().zip(y) {
-        *o = quant::dot_q6kx8(x, y);
-    }
+    each_row(quant::dot_q6kx8, x, y, out)
 }
 
 fn portable_q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
-    for (o, y) in out.iter_mut().zip(y) {
-        *o = quant::dot_q5_0x8(x, y);
-    }
+    each_row(quant::dot_q5_0x8, x, y, out)
 }
 
 fn portable_q8_0x8(x: &[BlockQ8_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) {
-    for (o, y) in out.iter_mut().zip(y) {
-        *o = quant::dot_q8_0x8(x, y);
-    }
+    each_row(quant::dot_q8_0x8, x, y, out)
 }
 
 /// Dot product of f16 values with f32 values (attention scores).

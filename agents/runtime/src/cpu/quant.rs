@@ -758,48 +758,39 @@ pub fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 /// Eight interleaved Q4_1 rows against one activation row: each row's
 /// dot product, exactly as [`dot_q4_1`] computes it on the row.
 pub fn dot_q4_1x8(x: &[BlockQ4_1x8], y: &[BlockQ8_1]) -> [f32; 8] {
-    std::array::from_fn(|r| {
-        let row: Vec<BlockQ4_1> = x.iter().map(|b| b.row(r)).collect();
-        dot_q4_1(&row, y)
-    })
+    std::array::from_fn(|r| dot_q4_1(&ungroup(x, r, BlockQ4_1x8::row), y))
+}
+
+/// Row `r`'s blocks out of a run of interleaved groups (`row` takes one
+/// row's block out of a group).
+pub fn ungroup<G, B>(x: &[G], r: usize, row: fn(&G, usize) -> B) -> Vec<B> {
+    x.iter().map(|g| row(g, r)).collect()
 }
 
 /// Eight interleaved Q5_0 rows against one activation row, as
 /// [`dot_q5_0`] computes each.
 pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
     let y: Vec<BlockQ8_0> = y.iter().map(BlockQ8_0S::q8_0).collect();
-    std::array::from_fn(|r| {
-        let row: Vec<BlockQ5_0> = x.iter().map(|b| b.row(r)).collect();
-        dot_q5_0(&row, &y)
-    })
+    std::array::from_fn(|r| dot_q5_0(&ungroup(x, r, BlockQ5_0x8::row), &y))
 }
 
 /// Eight interleaved Q4_K rows against one activation row, as
 /// [`dot_q4k`] computes each.
 pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-    std::array::from_fn(|r| {
-        let row: Vec<BlockQ4K> = x.iter().map(|b| b.row(r)).collect();
-        dot_q4k(&row, y)
-    })
+    std::array::from_fn(|r| dot_q4k(&ungroup(x, r, BlockQ4Kx8::row), y))
 }
 
 /// Eight interleaved Q6_K rows against one activation row, as
 /// [`dot_q6k`] computes each.
 pub fn dot_q6kx8(x: &[BlockQ6Kx8], y: &[BlockQ8K]) -> [f32; 8] {
-    std::array::from_fn(|r| {
-        let row: Vec<BlockQ6K> = x.iter().map(|b| b.row(r)).collect();
-        dot_q6k(&row, y)
-    })
+    std::array::from_fn(|r| dot_q6k(&ungroup(x, r, BlockQ6Kx8::row), y))
 }
 
 /// Eight interleaved Q8_0 rows against one activation row, as
 /// [`dot_q8_0`] computes each.
 pub fn dot_q8_0x8(x: &[BlockQ8_0x8], y: &[BlockQ8_0S]) -> [f32; 8] {
     let y: Vec<BlockQ8_0> = y.iter().map(BlockQ8_0S::q8_0).collect();
-    std::array::from_fn(|r| {
-        let row: Vec<BlockQ8_0> = x.iter().map(|b| b.row(r)).collect();
-        dot_q8_0(&row, &y)
-    })
+    std::array::from_fn(|r| dot_q8_0(&ungroup(x, r, BlockQ8_0x8::row), &y))
 }
 
 pub fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {

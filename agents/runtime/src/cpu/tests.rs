@@ -1001,6 +1001,20 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     ] {
         check_interleaved(&mut rng, &plain, ty);
     }
+    // The K-quants: rows of two super-blocks.
+    let cols = 2 * QK_K;
+    let q4k = q4k_blocks(&mut rng, rows * cols / QK_K, Fill::Random);
+    let q6k = q6k_blocks(&mut rng, rows * cols / QK_K, Fill::Random);
+    let matrix = |ty, bytes: &[u8]| {
+        let mut data = Bytes::zeroed(bytes.len());
+        data.as_bytes_mut().copy_from_slice(bytes);
+        QMatrix::new(ty, rows, cols, data).unwrap()
+    };
+    let q4k = matrix(WeightType::Q4K, bytemuck::cast_slice(&q4k));
+    let q6k = matrix(WeightType::Q6K, bytemuck::cast_slice(&q6k));
+    for (plain, ty) in [(q4k, WeightType::Q4Kx8), (q6k, WeightType::Q6Kx8)] {
+        check_interleaved(&mut rng, &plain, ty);
+    }
     let odd = QMatrix::new(WeightType::Q4_1, 3, 32, Bytes::zeroed(60)).unwrap();
     assert_eq!(odd.interleaved().ty, WeightType::Q4_1);
     let err = QMatrix::new(WeightType::Q4_1x8, 12, 32, Bytes::zeroed(240)).unwrap_err();

@@ -48,7 +48,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
-    q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, q6k_acts, q6k_at, q6k_finish, q6k_run,
+    q4k_acts, q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, q6k_acts, q6k_at, q6k_finish, q6k_run,
     q6k_scaled, q6k_scales8, sub_sum,
 };
 use super::quant::{
@@ -370,13 +370,13 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
             for m in 0..8 {
                 let q = q4k_run(x, sub, m, low);
                 for j in 0..N {
-                    let a: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
-                    dot[j] = _mm256_dpbusd_epi32(dot[j], q, broadcast4(a, 4 * m));
+                    dot[j] = _mm256_dpbusd_epi32(dot[j], q, broadcast4(q4k_acts(&y[j][i], sub), 4 * m));
                 }
             }
             for j in 0..N {
+                let ysum = _mm256_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot[j], scale));
-                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, sub_sum(&y[j][i], sub)));
+                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, ysum));
             }
         }
         for j in 0..N {
@@ -405,7 +405,7 @@ fn q4kx16_n<const N: usize>(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f3
     assert_eq!(x0.len(), x1.len(), "two groups of the same length");
     let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x0.len()]);
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut acc = [_mm512_setzero_ps(); N];
     for (i, (a, b)) in x0.iter().zip(x1).enumerate() {
         prefetch_ahead(a);
         prefetch_ahead(b);
@@ -418,38 +418,24 @@ fn q4kx16_n<const N: usize>(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f3
             for m in 0..8 {
                 let q = join(q4k_run(a, sub, m, low), q4k_run(b, sub, m, low));
                 for j in 0..N {
-                    let y: &[i8; 32] = y[j][i].qs[32 * sub..32 * sub + 32].try_into().expect("32 values");
-                    dot[j] = _mm512_dpbusd_epi32(dot[j], q, broadcast4x16(y, 4 * m));
+                    dot[j] = _mm512_dpbusd_epi32(dot[j], q, broadcast4x16(q4k_acts(&y[j][i], sub), 4 * m));
                 }
             }
             for j in 0..N {
-                let ysum =
-                    _mm512_set1_epi32(y[j][i].bsums[2 * sub] as i32 + y[j][i].bsums[2 * sub + 1] as i32);
+                let ysum = _mm512_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm512_add_epi32(sums[j], _mm512_mullo_epi32(dot[j], scale));
                 mins[j] = _mm512_add_epi32(mins[j], _mm512_mullo_epi32(min, ysum));
             }
         }
-        // The float steps in each group's half, as the eight-row kernel
-        // takes them.
+        // `q4k_finish`'s float steps, lane for lane.
+        let (d, dmin) = (join_f16(&a.d, &b.d), join_f16(&a.dmin, &b.dmin));
         for j in 0..N {
-            let half = |v: __m512i, h: usize| {
-                if h == 0 {
-                    _mm512_castsi512_si256(v)
-                } else {
-                    _mm512_extracti64x4_epi64::<1>(v)
-                }
-            };
-            for (h, g) in [a, b].into_iter().enumerate() {
-                acc[j][h] = q4k_finish(g, y[j][i].d, half(sums[j], h), half(mins[j], h), acc[j][h]);
-            }
+            let yd = _mm512_set1_ps(y[j][i].d);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[j]), _mm512_mul_ps(d, yd), acc[j]);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[j]), _mm512_mul_ps(dmin, yd), acc[j]);
         }
     }
-    acc.map(|[a, b]| {
-        let mut out = [0.0f32; 16];
-        out[..8].copy_from_slice(&lanes(a));
-        out[8..].copy_from_slice(&lanes(b));
-        out
-    })
+    acc.map(|a| lanes16(a))
 }
 
 /// Eight interleaved Q6_K weight rows against one to eight activation
