@@ -18,6 +18,12 @@
 # builds by default. Later runs reuse it. Where that build dies on an AMX
 # instruction, others follow (see "llama-bench" below).
 #
+# --avx2-only measures both as a CPU with AVX2 but no AVX-512 would run them
+# (AMD Zen 3, say), on this CPU: triage built for x86-64-v3 (sixteen vector
+# registers, no AVX-512) with its AVX2 kernels, against llama.cpp built with
+# GGML_NATIVE=OFF (AVX2, FMA, F16C, BMI2). The instruction sets match such a
+# machine; its caches, memory and cores do not.
+#
 # Environment:
 #   TRIAGE_BENCH_CMD  command to run instead of target/release/triage (split
 #                     on spaces; `bench runtime ...` is appended), e.g.
@@ -45,6 +51,11 @@ Options:
   --prompt-tokens P    prompt length, and the depth of the second generation
                        measurement (default: 200)
   --gen-tokens N       tokens generated per generation measurement (default: 64)
+  --avx2-only          run both as on a CPU with AVX2 but no AVX-512 (such as
+                       AMD Zen 3): triage built for x86-64-v3 into
+                       target/x86-64-v3 and run with TRIAGE_KERNELS=avx2,
+                       llama.cpp built with GGML_NATIVE=OFF (AVX2, FMA, F16C,
+                       BMI2) into target/llama.cpp/build-avx2
   --json               print one JSON object instead of the table
   -h, --help           print this help
 EOF
@@ -58,6 +69,7 @@ rounds=5
 prompt_tokens=200
 gen_tokens=64
 json=0
+avx2_only=0
 
 # Reads an option's value from "--opt=V" or "--opt V"; sets $value and $shift.
 take_value() {
@@ -108,6 +120,10 @@ while (($# > 0)); do
     json=1
     shift=1
     ;;
+  --avx2-only)
+    avx2_only=1
+    shift=1
+    ;;
   -h | --help)
     usage
     exit 0
@@ -125,17 +141,36 @@ fi
 ((prompt_tokens >= 2)) || usage_error "--prompt-tokens must be at least 2"
 ((gen_tokens >= 2)) || usage_error "--gen-tokens must be at least 2"
 [[ $model == "" || -f $model ]] || die "no such model file: $model"
+if ((avx2_only)); then
+  cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) "
+  for flag in avx2 fma f16c bmi2; do
+    [[ $cpu_flags == *" $flag "* ]] || die "--avx2-only needs a CPU with AVX2, FMA, F16C and BMI2;" \
+      "this one lacks $flag (/proc/cpuinfo)"
+  done
+fi
 
 # --- triage -------------------------------------------------------------------
 
+# cargo build is quick when nothing changed, and keeps a stale binary from
+# being measured.
 if [[ -n ${TRIAGE_BENCH_CMD:-} ]]; then
   read -r -a triage_cmd <<<"$TRIAGE_BENCH_CMD"
+  triage_build="TRIAGE_BENCH_CMD"
+elif ((avx2_only)); then
+  triage_cmd=(target/x86-64-v3/release/triage)
+  triage_build="x86-64-v3"
+  say "building triage for x86-64-v3 (target/x86-64-v3; the first time takes several minutes)"
+  RUSTFLAGS="-C target-cpu=x86-64-v3" cargo build --quiet --release -p triage \
+    --target-dir target/x86-64-v3 >&2
 else
   triage_cmd=(target/release/triage)
-  if [[ ! -x target/release/triage ]]; then
-    say "target/release/triage is missing: building it with cargo build --release -p triage"
-    cargo build --release -p triage >&2
-  fi
+  triage_build="native"
+  say "building triage (cargo build --release -p triage)"
+  cargo build --quiet --release -p triage >&2
+fi
+if ((avx2_only)); then
+  # The AVX2 kernels, whatever else this CPU has.
+  export TRIAGE_KERNELS=avx2
 fi
 
 # The GGUF that triage runs: `triage models path` where this triage has it,
@@ -185,9 +220,9 @@ fi
 # --- llama-bench ----------------------------------------------------------------
 
 # Builds llama-bench into the folder $1, of CMake build type $2, with extra
-# C/C++ flags $3.
+# C/C++ flags $3, for the host CPU (GGML_NATIVE $4, default ON).
 build_llama_bench() {
-  local build=$1 type=$2 flags=${3:-}
+  local build=$1 type=$2 flags=${3:-} native=${4:-ON}
   local venv=$dir/venv
   local sdist=llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION
   local src=$dir/$sdist/vendor/llama.cpp
@@ -225,7 +260,7 @@ build_llama_bench() {
   # The venv's cmake, with its ninja first on PATH.
   local cmake=$PWD/$venv/bin/cmake
   PATH="$PWD/$venv/bin:$PATH" "$cmake" -S "$src" -B "$build" -G Ninja \
-    -DCMAKE_BUILD_TYPE="$type" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DCMAKE_BUILD_TYPE="$type" -DGGML_NATIVE="$native" -DLLAMA_CURL=OFF \
     -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DBUILD_SHARED_LIBS=OFF >&2
@@ -244,12 +279,17 @@ build_llama_bench() {
 # So on SIGILL try the -O2 build, then one without AMX; the first that runs
 # is the one compared, and the report names it.
 no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-# folder | CMake build type | extra flags | name in the report
+# folder | CMake build type | extra flags | GGML_NATIVE | name in the report
 candidates=(
-  "build|Release||native"
-  "build-o2|RelWithDebInfo||native, RelWithDebInfo (-O2)"
-  "build-no-amx|Release|$no_amx|native without AMX"
+  "build|Release||ON|native"
+  "build-o2|RelWithDebInfo||ON|native, RelWithDebInfo (-O2)"
+  "build-no-amx|Release|$no_amx|ON|native without AMX"
 )
+if ((avx2_only)); then
+  # Without GGML_NATIVE, ggml builds for AVX, AVX2, BMI2, FMA and F16C, and
+  # no AVX-512 or AMX: what it builds natively on an AVX2-only CPU.
+  candidates=("build-avx2|Release||OFF|AVX2 only, GGML_NATIVE=OFF")
+fi
 # Before the builds were kept apart, build/ could hold the one without AMX
 # (marked no-amx): build it again as llama.cpp's default.
 if [[ -f $dir/build/no-amx ]]; then
@@ -259,9 +299,9 @@ fi
 smoke() { "$llama_bench" -m "$model" -t 1 -r 1 -p 8 -n 0 -o json >/dev/null 2>&1; }
 llama_bench="" llama_variant=""
 for candidate in "${candidates[@]}"; do
-  IFS='|' read -r folder type flags name <<<"$candidate"
+  IFS='|' read -r folder type flags native name <<<"$candidate"
   llama_bench=$dir/$folder/bin/llama-bench
-  [[ -x $llama_bench ]] || build_llama_bench "$dir/$folder" "$type" "$flags"
+  [[ -x $llama_bench ]] || build_llama_bench "$dir/$folder" "$type" "$flags" "$native"
   rc=0
   smoke || rc=$?
   if ((rc == 0)); then
@@ -336,10 +376,11 @@ done
 
 # --- report ---------------------------------------------------------------------------
 
-python3 - "$work" "$rounds" "$prompt_tokens" "$gen_tokens" "$threads" "$model" "$json" "$llama_variant" <<'PY'
+python3 - "$work" "$rounds" "$prompt_tokens" "$gen_tokens" "$threads" "$model" "$json" "$llama_variant" \
+  "$triage_build" <<'PY'
 import json, statistics, sys
 
-work, rounds, p, gen, threads, model, as_json, variant = sys.argv[1:]
+work, rounds, p, gen, threads, model, as_json, variant, triage_build = sys.argv[1:]
 rounds, p, gen, threads = int(rounds), int(p), int(gen), int(threads)
 
 # (key, label, unit, target ratio, higher is better)
@@ -436,6 +477,7 @@ if as_json == "1":
         "model": model,
         "threads": threads,
         "triage_kernels": kernels,
+        "triage_build": triage_build,
         "rounds": rounds,
         "prompt_tokens": p,
         "gen_tokens": gen,
@@ -459,7 +501,8 @@ for k, label, unit, target, higher in METRICS:
                  "pass" if targets[k]["met"] else "MISS"])
 widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
 print(f"{model}\n{threads} threads, median of {rounds} rounds, "
-      f"generation of {gen} tokens; triage's {kernels} kernels, llama.cpp build {build} ({variant})")
+      f"generation of {gen} tokens; triage's {kernels} kernels ({triage_build} build), "
+      f"llama.cpp build {build} ({variant})")
 for row in [header] + rows:
     print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
