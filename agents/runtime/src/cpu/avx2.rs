@@ -603,9 +603,9 @@ pub fn dot_q5_0x8(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]], out: &mut [[f32; 8]]) 
 
 /// [`dot_q5_0x8`] for `N` activation rows. The weights come out of
 /// [`q5_0_run`] unsigned (`q + 16`), so each block's sums are `16 Σy` too
-/// large, which the activations' block sums take back off. A run's two
-/// pairs of products fit in 16 bits (2 × 2 × 31 × 127), four runs would
-/// not: each run widens to 32 bits.
+/// large, which the activations' block sums take back off. Two runs' four
+/// pairs of products fit in 16 bits (4 × 2 × 31 × 128 = 31,744), four
+/// runs' would not: each two runs widen to 32 bits.
 ///
 /// A block's four runs are unpacked first and then taken row by row, so
 /// that each row needs one integer accumulator at a time, not one per row
@@ -626,14 +626,17 @@ fn q5_0x8_n<const N: usize>(x: &[BlockQ5_0x8], y: &[&[BlockQ8_0S]; N]) -> [[f32;
         let dx = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.d.as_ptr().cast())) };
         for j in 0..N {
             let b = &y[j][i];
-            let mut s = _mm256_setzero_si256();
-            for (c, &(lo, hi)) in runs.iter().enumerate() {
-                let pairs = _mm256_add_epi16(
+            let run = |c: usize| {
+                let (lo, hi) = runs[c];
+                _mm256_add_epi16(
                     _mm256_maddubs_epi16(lo, broadcast4(&b.qs, 4 * c)),
                     _mm256_maddubs_epi16(hi, broadcast4(&b.qs, 16 + 4 * c)),
-                );
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, ones));
-            }
+                )
+            };
+            let s = _mm256_add_epi32(
+                _mm256_madd_epi16(_mm256_add_epi16(run(0), run(1)), ones),
+                _mm256_madd_epi16(_mm256_add_epi16(run(2), run(3)), ones),
+            );
             let d = _mm256_mul_ps(dx, _mm256_set1_ps(b.d.to_f32()));
             let sums = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * b.sum as i32));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[j]);

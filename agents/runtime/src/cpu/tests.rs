@@ -324,6 +324,42 @@ fn interleaved_q5_0_kernels_match_the_reference() {
     .check();
 }
 
+/// The eight-row Q5_0 kernels at their largest sums: every weight at +15
+/// (stored as 31) against every activation at +127. The AVX2 kernel adds
+/// two runs' products in 16 bits before they widen, 4 × 2 × 31 × 127 =
+/// 31,496 here, just inside what 16 bits hold; the random and extreme
+/// cases elsewhere (the extreme weight is -16, stored as 0) do not come
+/// near that.
+#[test]
+fn interleaved_q5_0_sums_at_their_largest_fit() {
+    let n = 3;
+    let row = vec![
+        BlockQ5_0 {
+            d: f16::from_f32(1.0),
+            qh: [0xFF; 4],
+            qs: [0xFF; 16],
+        };
+        n
+    ];
+    let group: Vec<BlockQ5_0x8> = (0..n).map(|b| BlockQ5_0x8::interleave([&row[b]; 8])).collect();
+    let mut a = vec![BlockQ8_0S::zeroed(); n];
+    quantize_q8_0s(&vec![1.0; n * QK], &mut a);
+    assert!(a.iter().all(|b| b.qs == [127; QK]));
+    let want = dot_q5_0(&row, &a.iter().map(BlockQ8_0S::q8_0).collect::<Vec<_>>());
+    for k in kernel_sets() {
+        for m in [1, 8] {
+            let mut out = vec![[0.0f32; 8]; m];
+            (k.q5_0x8)(&group, &vec![&a[..]; m], &mut out);
+            for (j, sums) in out.iter().enumerate() {
+                for (r, &got) in sums.iter().enumerate() {
+                    let what = format!("{} q5_0x8, {m} rows: row {r}, activation row {j}", k.name);
+                    assert_close(got, want, want, &what);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn interleaved_q4k_kernels_match_the_reference() {
     Interleaved {
