@@ -699,14 +699,17 @@ pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
 
 /// [`dot_q4kx8`] for `N` activation rows. Per sub-block of 32 values, each
 /// row's products stay in 16 bits (eight runs of pairs, each at most
-/// 2 × 15 × 128: 30,720 in all), widen once, and take the row's scale;
-/// the mins take the activations' sums. The float steps are
-/// [`q4k_finish`]'s, which the VNNI kernels share.
+/// 2 × 15 × 128: 30,720 in all), then widen and take the row's scale in
+/// one `vpmaddwd`, against the scale in both 16-bit halves of the row's
+/// lane (2 × 30,720 × 63 fits 32 bits). The mins take the activations'
+/// sums the same way: a min (< 64) leaves its lane's top half zero, and a
+/// sub-block's sum (at most 32 × 128) is its lane's low half. The float
+/// steps are [`q4k_finish`]'s, which the VNNI kernels share.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
     let y: [&[BlockQ8K]; N] = y.map(|y| &y[..x.len()]);
-    let (low, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, x) in x.iter().enumerate() {
         prefetch_ahead(x);
@@ -714,6 +717,7 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
         let mut mins = [_mm256_setzero_si256(); N];
         for sub in 0..8 {
             let (scale, min) = q4k_scales8(x, sub);
+            let scale = _mm256_or_si256(scale, _mm256_slli_epi32(scale, 16));
             let mut dot = [_mm256_setzero_si256(); N];
             for m in 0..8 {
                 let q = q4k_run(x, sub, m, low);
@@ -723,10 +727,9 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
                 }
             }
             for j in 0..N {
-                let dot = _mm256_madd_epi16(dot[j], ones);
                 let ysum = _mm256_set1_epi32(sub_sum(&y[j][i], sub));
-                sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot, scale));
-                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, ysum));
+                sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(dot[j], scale));
+                mins[j] = _mm256_add_epi32(mins[j], _mm256_madd_epi16(min, ysum));
             }
         }
         for j in 0..N {
