@@ -147,6 +147,8 @@ if ((avx2_only)); then
     [[ $cpu_flags == *" $flag "* ]] || die "--avx2-only needs a CPU with AVX2, FMA, F16C and BMI2;" \
       "this one lacks $flag (/proc/cpuinfo)"
   done
+  # triage's AVX2 kernels, whatever else this CPU has.
+  export TRIAGE_KERNELS=avx2
 fi
 
 # --- triage -------------------------------------------------------------------
@@ -167,10 +169,6 @@ else
   triage_build="native"
   say "building triage (cargo build --release -p triage)"
   cargo build --quiet --release -p triage >&2
-fi
-if ((avx2_only)); then
-  # The AVX2 kernels, whatever else this CPU has.
-  export TRIAGE_KERNELS=avx2
 fi
 
 # The GGUF that triage runs: `triage models path` where this triage has it,

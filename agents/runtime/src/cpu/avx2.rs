@@ -702,9 +702,8 @@ pub fn dot_q4kx8(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
 /// 2 × 15 × 128: 30,720 in all), then widen and take the row's scale in
 /// one `vpmaddwd`, against the scale in both 16-bit halves of the row's
 /// lane (2 × 30,720 × 63 fits 32 bits). The mins take the activations'
-/// sums the same way: a min (< 64) leaves its lane's top half zero, and a
-/// sub-block's sum (at most 32 × 128) is its lane's low half. The float
-/// steps are [`q4k_finish`]'s, which the VNNI kernels share.
+/// sums in [`q4k_add_mins`] and the float steps are [`q4k_finish`]'s,
+/// both shared with the VNNI kernels.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8]; N] {
@@ -727,9 +726,8 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
                 }
             }
             for j in 0..N {
-                let ysum = _mm256_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm256_add_epi32(sums[j], _mm256_madd_epi16(dot[j], scale));
-                mins[j] = _mm256_add_epi32(mins[j], _mm256_madd_epi16(min, ysum));
+                mins[j] = q4k_add_mins(mins[j], min, &y[j][i], sub);
             }
         }
         for j in 0..N {
@@ -764,6 +762,16 @@ pub(super) fn q4k_acts(y: &BlockQ8K, sub: usize) -> &[i8; 32] {
 #[inline]
 pub(super) fn sub_sum(y: &BlockQ8K, sub: usize) -> i32 {
     y.bsums[2 * sub] as i32 + y.bsums[2 * sub + 1] as i32
+}
+
+/// `mins` plus each row's min (`min`, from [`q4k_scales8`]) times the
+/// activations' sum over sub-block `sub`, in one `vpmaddwd`: a min (< 64)
+/// leaves its lane's top half zero, and the sum (at most 32 × 128) is its
+/// lane's low half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4k_add_mins(mins: __m256i, min: __m256i, y: &BlockQ8K, sub: usize) -> __m256i {
+    _mm256_add_epi32(mins, _mm256_madd_epi16(min, _mm256_set1_epi32(sub_sum(y, sub))))
 }
 
 /// Sub-block `sub`'s 6-bit scales and mins of the eight rows of an

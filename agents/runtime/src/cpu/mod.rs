@@ -631,9 +631,10 @@ impl Kernels {
     /// where the CPU has AVX-512 VNNI and they give AVX2's results bit for
     /// bit on the sample blocks of up to seven blocks
     /// ([`parity::same_byte_results_on`], about 10–15 ms), AVX2's where it
-    /// has AVX2, FMA and F16C, the portable ones elsewhere. `TRIAGE_KERNELS` asks for a set: `avx512vnni`,
-    /// `avx2`, or `portable` (for comparison and debugging); one the CPU
-    /// lacks falls back to the best it has, with a warning.
+    /// has AVX2, FMA and F16C, the portable ones elsewhere.
+    /// `TRIAGE_KERNELS` asks for a set: `avx512vnni`, `avx2`, or `portable`
+    /// (for comparison and debugging); one the CPU lacks falls back to the
+    /// best it has, with a warning.
     pub fn detect() -> Kernels {
         static CHOSEN: OnceLock<Kernels> = OnceLock::new();
         *CHOSEN.get_or_init(|| {

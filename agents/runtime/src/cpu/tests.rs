@@ -1011,9 +1011,10 @@ fn a_pair_of_products_then_a_step_equals_the_products_then_the_step() {
     }
 }
 
-/// A Q4_1 or Q8_0 matrix interleaved at load gives the same products (to
-/// rounding) and the same rows as the matrix it came from, on every
-/// thread count; matrices it cannot interleave stay as they are.
+/// A matrix interleaved at load (Q4_1, Q8_0, Q5_0, Q4_K, Q6_K) gives the
+/// same products (to rounding) and the same rows as the matrix it came
+/// from, on every thread count; matrices it cannot interleave stay as they
+/// are.
 #[test]
 fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let mut rng = Rng(5);
@@ -1022,14 +1023,14 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let q4_1 = q4_1_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let q8_0 = q8_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
     let q5_0 = q5_0_blocks(&mut rng, rows * cols / QK, Fill::Random);
-    let matrix = |ty, bytes: &[u8]| {
+    let matrix = |ty, cols, bytes: &[u8]| {
         let mut data = Bytes::zeroed(bytes.len());
         data.as_bytes_mut().copy_from_slice(bytes);
         QMatrix::new(ty, rows, cols, data).unwrap()
     };
-    let q4_1 = matrix(WeightType::Q4_1, bytemuck::cast_slice(&q4_1));
-    let q8_0 = matrix(WeightType::Q8_0, bytemuck::cast_slice(&q8_0));
-    let q5_0 = matrix(WeightType::Q5_0, bytemuck::cast_slice(&q5_0));
+    let q4_1 = matrix(WeightType::Q4_1, cols, bytemuck::cast_slice(&q4_1));
+    let q8_0 = matrix(WeightType::Q8_0, cols, bytemuck::cast_slice(&q8_0));
+    let q5_0 = matrix(WeightType::Q5_0, cols, bytemuck::cast_slice(&q5_0));
     for (plain, ty) in [
         (q4_1, WeightType::Q4_1x8),
         (q8_0, WeightType::Q8_0x8),
@@ -1041,13 +1042,8 @@ fn an_interleaved_matrix_computes_what_the_plain_one_does() {
     let cols = 2 * QK_K;
     let q4k = q4k_blocks(&mut rng, rows * cols / QK_K, Fill::Random);
     let q6k = q6k_blocks(&mut rng, rows * cols / QK_K, Fill::Random);
-    let matrix = |ty, bytes: &[u8]| {
-        let mut data = Bytes::zeroed(bytes.len());
-        data.as_bytes_mut().copy_from_slice(bytes);
-        QMatrix::new(ty, rows, cols, data).unwrap()
-    };
-    let q4k = matrix(WeightType::Q4K, bytemuck::cast_slice(&q4k));
-    let q6k = matrix(WeightType::Q6K, bytemuck::cast_slice(&q6k));
+    let q4k = matrix(WeightType::Q4K, cols, bytemuck::cast_slice(&q4k));
+    let q6k = matrix(WeightType::Q6K, cols, bytemuck::cast_slice(&q6k));
     for (plain, ty) in [(q4k, WeightType::Q4Kx8), (q6k, WeightType::Q6Kx8)] {
         check_interleaved(&mut rng, &plain, ty);
     }

@@ -48,8 +48,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     broadcast4, four_bytes, hsum, hsum_pairwise, lanes, load32, nibbles, prefetch_ahead, prefetch_position,
-    q4k_acts, q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, q6k_acts, q6k_at, q6k_finish, q6k_run,
-    q6k_scaled, q6k_scales8, sub_sum,
+    q4k_acts, q4k_add_mins, q4k_finish, q4k_run, q4k_scales8, q5_0_run, q5_0_values, q6k_acts, q6k_at,
+    q6k_finish, q6k_run, q6k_scaled, q6k_scales8, sub_sum,
 };
 use super::quant::{
     self, BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4Kx8, BlockQ5_0, BlockQ5_0x8, BlockQ6Kx8, BlockQ8_0,
@@ -374,9 +374,8 @@ fn q4kx8_n<const N: usize>(x: &[BlockQ4Kx8], y: &[&[BlockQ8K]; N]) -> [[f32; 8];
                 }
             }
             for j in 0..N {
-                let ysum = _mm256_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm256_add_epi32(sums[j], _mm256_mullo_epi32(dot[j], scale));
-                mins[j] = _mm256_add_epi32(mins[j], _mm256_mullo_epi32(min, ysum));
+                mins[j] = q4k_add_mins(mins[j], min, &y[j][i], sub);
             }
         }
         for j in 0..N {
@@ -422,9 +421,10 @@ fn q4kx16_n<const N: usize>(x: [&[BlockQ4Kx8]; 2], y: &[&[BlockQ8K]; N]) -> [[f3
                 }
             }
             for j in 0..N {
+                // As `q4k_add_mins`, in 512-bit lanes.
                 let ysum = _mm512_set1_epi32(sub_sum(&y[j][i], sub));
                 sums[j] = _mm512_add_epi32(sums[j], _mm512_mullo_epi32(dot[j], scale));
-                mins[j] = _mm512_add_epi32(mins[j], _mm512_mullo_epi32(min, ysum));
+                mins[j] = _mm512_add_epi32(mins[j], _mm512_madd_epi16(min, ysum));
             }
         }
         // `q4k_finish`'s float steps, lane for lane.
